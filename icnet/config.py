@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import tempfile
 
@@ -123,7 +122,3 @@ class ICNetConfig:
 
 PLAN_FILENAME = "plan.json"
 
-
-def padded_size(n: int) -> int:
-    """The smallest 32k+1 >= n: the sizes that flow through ICNet without resampling."""
-    return 32 * max(1, math.ceil((n - 1) / 32)) + 1

@@ -15,6 +15,12 @@ BGR_MEAN = (103.939, 116.779, 123.68)
 RGB_MEAN = tuple(reversed(BGR_MEAN))
 
 
+def resize_bilinear(x: tf.Tensor, size: tuple[int, int], align_corners: bool) -> tf.Tensor:
+    """TF1's bilinear resize (no half-pixel centers), as the reference graph uses it."""
+    return tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=align_corners,
+                                     half_pixel_centers=False)
+
+
 def interp_size(n: int, shrink: float = 1.0, zoom: float = 1.0) -> int:
     """The reference `interp` output length: shrink to (n-1)*s+1, then zoom to n+(n-1)*(z-1)."""
     shrunk = (n - 1) * shrink + 1
@@ -50,8 +56,7 @@ class Interp(tf_keras.layers.Layer):
         return interp_size(h, self.shrink, self.zoom), interp_size(w, self.shrink, self.zoom)
 
     def call(self, x):
-        return tf.compat.v1.image.resize_bilinear(
-            x, self.output_size(x.shape), align_corners=True)
+        return resize_bilinear(x, self.output_size(x.shape), align_corners=True)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.output_size(input_shape), input_shape[3])
@@ -70,7 +75,7 @@ class LegacyResize(tf_keras.layers.Layer):
         self.size = tuple(size)
 
     def call(self, x):
-        return tf.compat.v1.image.resize_bilinear(x, self.size, align_corners=False)
+        return resize_bilinear(x, self.size, align_corners=False)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.size, input_shape[3])

@@ -18,6 +18,7 @@ from icnet.layers import Interp, LegacyResize, Preprocess
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.95
 PYRAMID_BINS = (1, 2, 3, 6)
+MIN_INPUT_SIZE = 161  # the smallest input whose 1/32 feature map holds 6 pyramid bins
 
 
 def conv_unit(x: tf.Tensor, config: ICNetConfig, name: str, kernel: int, *, stride: int = 1,
@@ -70,6 +71,10 @@ def residual_stage(x: tf.Tensor, config: ICNetConfig, stage: str, blocks: int, s
 def pyramid_pooling(x: tf.Tensor) -> tf.Tensor:
     """Average pools over 1, 2, 3 and 6 bins, resized back (align corners) and summed with x."""
     h, w = x.shape[1], x.shape[2]
+    if min(h, w) < max(PYRAMID_BINS):
+        raise ValueError(f"input too small: the 1/32 feature map is {h}x{w}, pyramid pooling "
+                         f"needs {max(PYRAMID_BINS)}x{max(PYRAMID_BINS)} (inputs of at least "
+                         f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE})")
     branches = []
     for bins in reversed(PYRAMID_BINS):  # the reference sums pool6, pool3, pool2, pool1
         pool = (h // bins, w // bins)
@@ -98,8 +103,6 @@ def build_icnet(config: ICNetConfig, input_size: tuple[int, int],
       `sub24_out` (1/8).
     """
     height, width = input_size
-    if min(height, width) < 33:
-        raise ValueError(f"input size must be at least 33x33, got {height}x{width}")
     images = tf_keras.Input((height, width, 3), name="image")
     data = Preprocess(name="preprocess")(images)
 

@@ -27,8 +27,10 @@ BN_PARAMS = ("scale", "offset", "mean", "variance")
 _BN_KERAS_ORDER = ("scale", "offset", "mean", "variance")  # gamma, beta, moving mean/var
 _HEADS = ("sub4_out", "sub24_out")
 
-# The only globals a plain-array pickle needs, for NumPy 1.x and 2.x writers.
+# The only globals a plain-array pickle needs, for NumPy 1.x and 2.x writers (`_codecs.encode`
+# turns text into bytes in protocol-2 pickles written by Python 3).
 _SAFE_GLOBALS = {
+    ("_codecs", "encode"),
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
@@ -108,7 +110,7 @@ def save_npy_weights(weights: WeightDict, path: str) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npy.tmp")
     with os.fdopen(fd, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + buffer.getvalue())
+        f.write(buffer.getvalue())
     os.replace(tmp, path)
 
 

@@ -1,0 +1,50 @@
+"""Prints one JSON object with the parameter count and FLOPs of an ICNet channel plan.
+
+Examples:
+  python -m benchmarks.profile_model --filter_scale 1 --num_classes 19 --input_size 1024x2048
+  python -m benchmarks.profile_model --model_dir runs/pruned --input_size 1024x2048
+
+Counts are for the BN-merged (deployment) variant unless --batch_norm, which adds the BN
+layers and the two training heads. A multiply-add counts as 2 FLOPs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+
+from icnet.checkpoint import load_plan
+from icnet.cli import parse_size
+from icnet.config import ICNetConfig
+from icnet.profiling import model_profile
+
+flags.DEFINE_float("filter_scale", 1.0, "Reference plan width: 1 (half) or 2 (full).")
+flags.DEFINE_integer("num_classes", 19, "Classifier width (ignored with --model_dir/--plan).")
+flags.DEFINE_string("model_dir", None, "Model directory with plan.json (e.g. a pruned model).")
+flags.DEFINE_string("plan", None, "A plan.json file.")
+flags.DEFINE_string("input_size", "1024x2048", "Input HxW.")
+flags.DEFINE_bool("batch_norm", False, "Profile the BN training variant instead of BN-merged.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    try:
+        size = parse_size(FLAGS.input_size, "input_size")
+        if FLAGS.model_dir:
+            config = load_plan(FLAGS.model_dir)
+        elif FLAGS.plan:
+            config = ICNetConfig.load(FLAGS.plan)
+        else:
+            config = ICNetConfig.from_filter_scale(FLAGS.filter_scale, FLAGS.num_classes)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    result = model_profile(config.replace(batch_norm=FLAGS.batch_norm), size)
+    source = FLAGS.model_dir or FLAGS.plan or f"filter_scale={FLAGS.filter_scale:g}"
+    print(json.dumps({"source": source, **result}))
+
+
+if __name__ == "__main__":
+    app.run(main)

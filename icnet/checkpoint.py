@@ -1,0 +1,55 @@
+"""Training checkpoints: a tf.train.Checkpoint of the BN-variant model with its plan.json beside it."""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+import tf_keras
+
+from icnet.config import PLAN_FILENAME, ICNetConfig
+from icnet.model import MIN_INPUT_SIZE, build_icnet
+from icnet.weights import WeightDict, model_weights
+
+# Any size builds the same variables; a small one keeps restoring cheap.
+_RESTORE_SIZE = (MIN_INPUT_SIZE, MIN_INPUT_SIZE)
+
+
+def latest_checkpoint(path: str) -> str | None:
+    """The newest checkpoint prefix in a model dir, or `path` itself if it is a prefix."""
+    if os.path.isdir(path):
+        return tf.train.latest_checkpoint(path)
+    return path if tf.io.gfile.exists(path + ".index") else None
+
+
+def model_dir_of(path: str) -> str:
+    return path if os.path.isdir(path) else os.path.dirname(path)
+
+
+def load_plan(model_dir: str) -> ICNetConfig:
+    """The model config saved beside a checkpoint, with a clear error if it is missing."""
+    plan_path = os.path.join(model_dir, PLAN_FILENAME)
+    if not os.path.isfile(plan_path):
+        raise FileNotFoundError(f"{model_dir}: no {PLAN_FILENAME}; not a model directory "
+                                f"written by train.train or deploy.prune")
+    return ICNetConfig.load(plan_path)
+
+
+def restore_into(model: tf_keras.Model, path: str) -> str:
+    """Restores a checkpoint's model variables into `model`; returns the prefix used."""
+    prefix = latest_checkpoint(path)
+    if prefix is None:
+        raise FileNotFoundError(f"{path}: no checkpoint found")
+    try:
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+        raise ValueError(f"{prefix}: checkpoint does not match its {PLAN_FILENAME}: {e}") from e
+    return prefix
+
+
+def load_checkpoint_weights(path: str) -> tuple[ICNetConfig, WeightDict]:
+    """Reads a training checkpoint (model dir or prefix) into (config, reference weight dict)."""
+    config = load_plan(model_dir_of(path))
+    model = build_icnet(config, _RESTORE_SIZE)
+    restore_into(model, path)
+    return config, model_weights(model)
