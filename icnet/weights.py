@@ -197,3 +197,26 @@ def fold_batch_norm(weights: WeightDict, epsilon: float = BN_EPSILON) -> WeightD
             bias = (bias - bn["mean"]) * scale + bn["offset"]
         folded[name] = {"weights": kernel.astype(np.float32), "biases": bias.astype(np.float32)}
     return folded
+
+
+def expand_batch_norm(weights: WeightDict, epsilon: float = BN_EPSILON) -> WeightDict:
+    """Merged-variant weights as BN-variant weights whose BN layers are the identity.
+
+    The inverse of `fold_batch_norm` up to float rounding: each conv keeps its kernel, and its
+    bias moves to the BN offset (scale 1, mean 0, variance 1 - epsilon). Lets a released
+    BN-merged file initialise training.
+    """
+    expanded: WeightDict = {}
+    for name, params in weights.items():
+        if name in CLASSIFIERS:
+            expanded[name] = dict(params)
+            continue
+        width = params["weights"].shape[-1]
+        expanded[name] = {"weights": params["weights"]}
+        expanded[f"{name}_bn"] = {
+            "scale": np.ones(width, np.float32),
+            "offset": params.get("biases", np.zeros(width, np.float32)),
+            "mean": np.zeros(width, np.float32),
+            "variance": np.full(width, 1.0 - epsilon, np.float32),
+        }
+    return expanded

@@ -78,3 +78,65 @@ def trainid_to_labelid_lut() -> np.ndarray:
     for label in _TRAIN_LABELS:
         lut[label.train_id] = label.label_id
     return lut
+
+
+# The 150 SceneParsing (ADEChallengeData2016) classes in official order (objectInfo150, first
+# name of each entry): annotation value v in 1..150 is class v - 1 here.
+ADE20K_CLASS_NAMES: tuple[str, ...] = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+    "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
+    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing",
+    "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink",
+    "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway", "case",
+    "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind",
+    "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
+    "television receiver", "airplane", "dirt track", "apparel", "pole", "land", "bannister",
+    "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
+    "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
+    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen",
+    "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
+    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
+    "clock", "flag",
+)
+
+
+def _bit_palette(num_colors: int) -> np.ndarray:
+    """Distinct colors from the PASCAL VOC scheme: the bits of 1..n spread over R, G and B."""
+    palette = np.zeros((num_colors, 3), dtype=np.uint8)
+    for index in range(num_colors):
+        code, color = index + 1, [0, 0, 0]
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                color[channel] |= ((code >> channel) & 1) << shift
+            code >>= 3
+        palette[index] = color
+    return palette
+
+
+ADE20K_PALETTE = _bit_palette(len(ADE20K_CLASS_NAMES))
+
+
+def palette_for(num_classes: int) -> np.ndarray:
+    """A uint8[num_classes, 3] RGB palette: Cityscapes for 19, ADE20K for 150, else generated.
+
+    Args:
+        num_classes: number of classes, at least 1.
+
+    Returns:
+        A fresh array (callers may modify it); the generated palette is deterministic and has no
+        black entry, so black can stand for the ignore label.
+
+    Raises:
+        ValueError: if num_classes < 1.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    if num_classes == CITYSCAPES_NUM_CLASSES:
+        return CITYSCAPES_PALETTE.copy()
+    if num_classes == len(ADE20K_CLASS_NAMES):
+        return ADE20K_PALETTE.copy()
+    return _bit_palette(num_classes)
