@@ -1,4 +1,9 @@
-"""Training checkpoints: a tf.train.Checkpoint of the BN-variant model with its plan.json beside it."""
+"""Checkpoints: a model's layers by name in a tf.train.Checkpoint, with plan.json beside it.
+
+Layers are tracked by their reference names, not by their position in the model, so a
+checkpoint written by a model built for one input size restores into one built for another
+(other sizes insert weightless resize layers, which reorders `model.layers`).
+"""
 
 from __future__ import annotations
 
@@ -35,13 +40,26 @@ def load_plan(model_dir: str) -> ICNetConfig:
     return ICNetConfig.load(plan_path)
 
 
+def checkpoint_for(model: tf_keras.Model, **extra) -> tf.train.Checkpoint:
+    """A checkpoint tracking every layer with weights by name (plus `extra`, e.g. optimizer)."""
+    return tf.train.Checkpoint(layers={layer.name: layer for layer in model.layers
+                                       if layer.weights}, **extra)
+
+
+def save_model_checkpoint(model: tf_keras.Model, config: ICNetConfig, directory: str) -> str:
+    """Writes the model's weights and its plan.json into `directory`; returns the prefix."""
+    config.save(os.path.join(directory, PLAN_FILENAME))
+    return checkpoint_for(model).save(os.path.join(directory, "ckpt"))
+
+
 def restore_into(model: tf_keras.Model, path: str) -> str:
     """Restores a checkpoint's model variables into `model`; returns the prefix used."""
     prefix = latest_checkpoint(path)
     if prefix is None:
         raise FileNotFoundError(f"{path}: no checkpoint found")
     try:
-        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+        status = checkpoint_for(model).restore(prefix)
+        status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
         raise ValueError(f"{prefix}: checkpoint does not match its {PLAN_FILENAME}: {e}") from e
     return prefix

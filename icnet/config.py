@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+
+from icnet.fileio import atomic_write_bytes
 
 # Output channels at filter_scale 1, in the reference graph's order (REFERENCE.md §1).
 _STAGES = {  # stage -> (block count, bottleneck width, output width)
@@ -105,12 +106,7 @@ class ICNetConfig:
 
     def save(self, path: str) -> None:
         """Writes the config as JSON atomically (temp file, then rename)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(self.to_json())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, self.to_json().encode())
 
     @classmethod
     def load(cls, path: str) -> "ICNetConfig":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from icnet.fileio import atomic_write_bytes
 
 # Larger images are refused before decoding (decompression-bomb guard): 4x a 4K frame.
 MAX_IMAGE_PIXELS = 4 * 3840 * 2160
@@ -45,11 +47,8 @@ def overlay(image: np.ndarray, class_ids: np.ndarray, palette: np.ndarray,
     return (alpha * colors + (1 - alpha) * image.astype(np.float32)).round().astype(np.uint8)
 
 
-def write_png(path: str, array: np.ndarray) -> None:
+def write_png(path: str, array: np.ndarray, compress_level: int = 6) -> None:
     """Writes a uint8 image atomically (temp file in the same directory, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".png")
-    os.close(fd)
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -32,9 +32,11 @@ class Preprocess(tf_keras.layers.Layer):
     """RGB pixels in [0, 255] (any dtype) -> BGR minus the reference mean, float32."""
 
     def call(self, images):
-        images = tf.cast(images, tf.float32)
-        bgr = tf.concat([images[..., 2:3], images[..., 1:2], images[..., 0:1]], axis=-1)
-        return bgr - tf.constant(BGR_MEAN, tf.float32)
+        # The mean is subtracted before the channels are reversed (the same float operations
+        # as reversing first): an int8 TFLite conversion then quantizes the uint8 input as raw
+        # pixels (scale 1, zero point 0) instead of merging its range with the slices'.
+        centered = tf.cast(images, tf.float32) - tf.constant(RGB_MEAN, tf.float32)
+        return tf.concat([centered[..., 2:3], centered[..., 1:2], centered[..., 0:1]], axis=-1)
 
 
 @tf_keras.utils.register_keras_serializable("icnet")

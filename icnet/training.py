@@ -21,6 +21,7 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
+from icnet.checkpoint import checkpoint_for
 from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.data import Source, train_dataset
 from icnet.data.labels import palette_for
@@ -207,16 +208,16 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
         optimizer = tf_keras.optimizers.SGD(schedule, momentum=options.momentum)
         if options.mixed_precision and tf.config.list_physical_devices("GPU"):
             optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        checkpoint = checkpoint_for(model, optimizer=optimizer)
     write_dir = _checkpoint_dir(options.model_dir, strategy)
     manager = tf.train.CheckpointManager(checkpoint, write_dir, options.max_checkpoints)
     resumed_from = tf.train.latest_checkpoint(options.model_dir)
     if resumed_from:
         checkpoint.restore(resumed_from).assert_existing_objects_matched()
-        logging.info("resumed from %s (step %d)", resumed_from, int(optimizer.iterations))
+        logging.info("resumed from %s (step %d)", resumed_from, int(optimizer.iterations.numpy()))
     elif init_weights is not None:
         load_initial_weights(model, config, *init_weights)
-    start = int(optimizer.iterations)
+    start = int(optimizer.iterations.numpy())
     if start >= options.steps:
         logging.info("already trained to step %d of %d; nothing to do", start, options.steps)
         return {"step": start, "resumed": bool(resumed_from), "losses": {}, "seconds": 0.0}
@@ -262,7 +263,7 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
         while step < options.steps:
             batch = next(iterator)
             losses = {k: float(v) for k, v in train_step(batch).items()}
-            step = int(optimizer.iterations)
+            step = int(optimizer.iterations.numpy())
             window_images += options.batch_size
             if not np.isfinite(losses["total"]):
                 raise TrainingDiverged(
@@ -297,7 +298,7 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     summary = {"step": step, "resumed": bool(resumed_from), "losses": losses,
-               "seconds": round(time.time() - begin, 1)}
+               "replicas": replicas, "seconds": round(time.time() - begin, 1)}
     if chief:
         with open(os.path.join(options.model_dir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=1)

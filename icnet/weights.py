@@ -12,12 +12,12 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
 
 import numpy as np
 import tf_keras
 
 from icnet.config import CLASSIFIERS, REFERENCE_WIDTHS, ICNetConfig
+from icnet.fileio import atomic_write_bytes
 from icnet.model import BN_EPSILON
 
 WeightDict = dict[str, dict[str, np.ndarray]]
@@ -106,12 +106,7 @@ def save_npy_weights(weights: WeightDict, path: str) -> None:
     np.lib.format.write_array_header_1_0(
         buffer, {"descr": "|O", "fortran_order": False, "shape": ()})
     pickle.dump(holder, buffer, protocol=2)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def config_from_weights(weights: WeightDict) -> ICNetConfig:

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import rel_l2
-from icnet.checkpoint import load_checkpoint_weights
+from icnet.checkpoint import load_checkpoint_weights, save_model_checkpoint
 from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.model import build_icnet
 from icnet.weights import (UnsafeWeightsError, assign_weights, config_from_weights,
@@ -127,8 +127,7 @@ def test_training_checkpoint_loads_with_its_plan(tmp_path, quarter_bn):
     config = config_from_weights(weights)
     model = build_icnet(config, (161, 161))
     assign_weights(model, weights)
-    config.save(str(tmp_path / PLAN_FILENAME))
-    tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    save_model_checkpoint(model, config, str(tmp_path))
     loaded_config, loaded = load_checkpoint_weights(str(tmp_path))
     assert loaded_config == config
     np.testing.assert_array_equal(loaded["conv5_4_k1_bn"]["variance"],

@@ -38,6 +38,7 @@ from absl import app, flags
 from PIL import Image, ImageDraw, ImageFilter
 
 from icnet.data.labels import CITYSCAPES_CLASS_NAMES, trainid_to_labelid_lut
+from icnet.image_io import write_png
 
 _ID = {name: train_id for train_id, name in enumerate(CITYSCAPES_CLASS_NAMES)}
 ROAD, SIDEWALK, BUILDING, WALL, FENCE = (
@@ -1098,13 +1099,6 @@ def split_seed(seed: int, split: str) -> int:
 # --------------------------------------------------------------------------- writing to disk
 
 
-def _save_png(array: np.ndarray, path: str) -> None:
-    """Writes a PNG under a temporary name, then renames it into place."""
-    temporary = path + ".tmp"
-    Image.fromarray(array).save(temporary, format="PNG", compress_level=1)
-    os.replace(temporary, path)
-
-
 def _write_split(out_dir: str | os.PathLike, split: str, count: int, height: int, width: int,
                  seed: int) -> None:
     """Renders one split's scenes and writes their image and label PNGs."""
@@ -1117,9 +1111,11 @@ def _write_split(out_dir: str | os.PathLike, split: str, count: int, height: int
     for index in range(count):
         image, train_ids = render_scene(split_seed(seed, split), index, height, width)
         stem = f"synth_{index:06d}_000019"
-        _save_png(image, os.path.join(image_dir, f"{stem}_leftImg8bit.png"))
-        _save_png(train_ids, os.path.join(label_dir, f"{stem}_gtFine_labelTrainIds.png"))
-        _save_png(to_label_ids[train_ids], os.path.join(label_dir, f"{stem}_gtFine_labelIds.png"))
+        for path, array in ((os.path.join(image_dir, f"{stem}_leftImg8bit.png"), image),
+                            (os.path.join(label_dir, f"{stem}_gtFine_labelTrainIds.png"), train_ids),
+                            (os.path.join(label_dir, f"{stem}_gtFine_labelIds.png"),
+                             to_label_ids[train_ids])):
+            write_png(path, array, compress_level=1)
         if (index + 1) % step == 0 or index + 1 == count:
             print(f"{split}: {index + 1}/{count} scenes written", flush=True)
 

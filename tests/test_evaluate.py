@@ -1,0 +1,89 @@
+"""train.evaluate: mIoU equals an independent numpy computation; submission PNGs round-trip."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import REPO
+from icnet.checkpoint import save_model_checkpoint
+from icnet.config import ICNetConfig
+from icnet.data.labels import labelid_to_trainid_lut
+from icnet.data.synthetic import write_cityscapes_layout
+from icnet.inference import Segmenter, load_weights
+from icnet.metrics import ConfusionMatrix
+from icnet.model import build_icnet
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """An untrained tiny BN model saved as a training checkpoint with non-trivial BN stats."""
+    directory = tmp_path_factory.mktemp("model")
+    config = ICNetConfig.from_filter_scale(0.125, 19)
+    model = build_icnet(config, (161, 161))
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if layer.name.endswith("_bn"):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([gamma, beta + rng.normal(0, 0.1, beta.shape),
+                               mean + rng.normal(0, 0.1, mean.shape), variance * 2])
+    save_model_checkpoint(model, config, str(directory))
+    return directory
+
+
+def numpy_miou(labels, predictions, num_classes):
+    ious = []
+    for c in range(num_classes):
+        valid = labels != 255
+        truth, guess = (labels == c) & valid, (predictions == c) & valid
+        union = np.logical_or(truth, guess).sum()
+        if union:
+            ious.append(np.logical_and(truth, guess).sum() / union)
+    return float(np.mean(ious))
+
+
+def test_miou_matches_numpy_and_predictions_round_trip(tmp_path, model_dir):
+    data_dir = tmp_path / "cityscapes"
+    write_cityscapes_layout(str(data_dir), num_train=1, num_val=3, height=192, width=256)
+    predictions_dir = tmp_path / "predictions"
+    result_path = tmp_path / "eval.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "train.evaluate", "--dataset", "cityscapes", "--data_dir",
+         str(data_dir), "--model_dir", str(model_dir), "--json", str(result_path),
+         "--write_predictions", str(predictions_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "mIoU" in completed.stdout
+    result = json.loads(result_path.read_text())
+    assert result["num_images"] == 3 and 0 <= result["miou"] <= 1
+
+    segmenter = Segmenter(*load_weights(str(model_dir)))
+    labels, predictions = [], []
+    for label_path in sorted((data_dir / "gtFine" / "val").rglob("*_labelTrainIds.png")):
+        image_path = str(label_path).replace("gtFine", "leftImg8bit", 1).replace(
+            "_gtFine_labelTrainIds", "_leftImg8bit")
+        image = np.asarray(Image.open(image_path).convert("RGB"))
+        classes, _ = segmenter.segment(image)
+        labels.append(np.asarray(Image.open(label_path)))
+        predictions.append(classes)
+        stem = label_path.name.replace("_gtFine_labelTrainIds.png", "")
+        written = np.asarray(Image.open(predictions_dir / f"{stem}.png"))
+        np.testing.assert_array_equal(labelid_to_trainid_lut()[written], classes)
+    labels, predictions = np.stack(labels), np.stack(predictions)
+    assert result["miou"] == pytest.approx(numpy_miou(labels, predictions, 19), abs=1e-9)
+    accuracy = float((labels == predictions)[labels != 255].mean())
+    assert result["pixel_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+
+
+def test_confusion_matrix_skips_ignore_and_counts_absent_classes():
+    matrix = ConfusionMatrix(3)
+    matrix.update(np.array([0, 0, 1, 255]), np.array([0, 1, 1, 2]))
+    iou = matrix.per_class_iou()
+    assert iou[0] == pytest.approx(0.5) and iou[1] == pytest.approx(0.5)
+    assert np.isnan(iou[2])
+    assert matrix.miou() == pytest.approx(0.5)
+    assert matrix.pixel_accuracy() == pytest.approx(2 / 3)

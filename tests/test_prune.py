@@ -1,0 +1,238 @@
+"""deploy.prune: graph-derived groups, the paper's widths, exact surgery, overrides, the binary."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, rel_l2
+from deploy.prune import (dependency_groups, group_keeps, kept_width, l1_importance,
+                          model_groups, parse_overrides, prune, prune_model_dir, prune_plan,
+                          select_channels, slice_weights)
+from icnet.checkpoint import load_checkpoint_weights, save_model_checkpoint
+from icnet.config import CLASSIFIERS, PLAN_FILENAME, REFERENCE_WIDTHS, ICNetConfig, reference_plan
+from icnet.model import build_icnet
+from icnet.profiling import model_profile
+from icnet.weights import assign_weights, fold_batch_norm, model_weights
+
+TINY = ICNetConfig(19, reference_plan(0.125))
+
+
+@pytest.fixture(scope="module")
+def tiny_groups():
+    return model_groups(TINY)
+
+
+def group_of(groups, conv):
+    (group,) = [g for g in groups if conv in g.producers]
+    return group
+
+
+def random_bn_weights(config, seed=0):
+    """Glorot kernels from the builder, plus random (non-trivial) BN statistics."""
+    rng = np.random.default_rng(seed)
+    tf.keras.utils.set_random_seed(seed)
+    weights = model_weights(build_icnet(config, (161, 161)))
+    for name, params in weights.items():
+        if name.endswith("_bn"):
+            width = params["scale"].shape
+            params["scale"] = rng.uniform(0.5, 1.5, width).astype(np.float32)
+            params["offset"] = rng.normal(0, 0.2, width).astype(np.float32)
+            params["mean"] = rng.normal(0, 0.2, width).astype(np.float32)
+            params["variance"] = rng.uniform(0.5, 1.5, width).astype(np.float32)
+    return weights
+
+
+def save_tiny_checkpoint(directory, config, plan_config=None, seed=0):
+    model = build_icnet(config, (161, 161))
+    assign_weights(model, random_bn_weights(config, seed))
+    save_model_checkpoint(model, plan_config or config, str(directory))
+
+
+def test_groups_come_from_the_graph(tiny_groups):
+    assert group_of(tiny_groups, "conv2_1_1x1_proj") is group_of(tiny_groups,
+                                                                  "conv2_3_1x1_increase")
+    assert group_of(tiny_groups, "conv_sub4") is group_of(tiny_groups, "conv3_1_sub2_proj")
+    assert group_of(tiny_groups, "conv_sub2") is group_of(tiny_groups, "conv3_sub1_proj")
+    conv5 = group_of(tiny_groups, "conv5_1_1x1_proj")
+    assert set(conv5.producers) == {"conv5_1_1x1_proj", "conv5_1_1x1_increase",
+                                    "conv5_2_1x1_increase", "conv5_3_1x1_increase"}
+    assert "conv5_3_sum" in conv5.sums and "conv5_4_k1" in conv5.consumers
+    assert set(conv5.batch_norms) == {f"{p}_bn" for p in conv5.producers}
+    assert group_of(tiny_groups, "conv3_1_1x1_proj").sums == (
+        "conv3_1", "conv3_2", "conv3_3", "conv3_4")
+    # Standalone convs are groups of one; every plan conv is in exactly one group.
+    assert group_of(tiny_groups, "conv4_2_3x3").producers == ("conv4_2_3x3",)
+    producers = [p for g in tiny_groups for p in g.producers]
+    assert sorted(producers) == sorted(REFERENCE_WIDTHS)
+    # Classifiers (and the input) are never pruned, only their inputs are sliced.
+    assert not set(CLASSIFIERS) & set(producers)
+    assert "conv6_cls" in group_of(tiny_groups, "conv_sub2").consumers
+    assert "sub24_out" in group_of(tiny_groups, "conv_sub4").consumers
+    assert "conv1_sub1" not in {c for g in tiny_groups for c in g.consumers}
+    assert "conv2_1_1x1_proj" in group_of(tiny_groups, "conv2_1_1x1_proj").describe()
+    assert "conv2_1_1x1_proj" in repr(group_of(tiny_groups, "conv2_1_1x1_proj"))
+
+
+def test_half_of_full_width_is_exactly_the_released_plan():
+    full = ICNetConfig.from_filter_scale(2, 19)
+    model = build_icnet(full, (161, 161))
+    groups = dependency_groups(model)
+    plan = prune_plan(full.plan, groups, 0.5)
+    assert plan == reference_plan(1)
+    weights = model_weights(model)
+    pruned = slice_weights(weights, groups, select_channels(weights, groups, plan))
+    expected = model_weights(build_icnet(ICNetConfig(19, plan), (161, 161)))
+    assert {(k, p): v.shape for k, ps in pruned.items() for p, v in ps.items()} == {
+        (k, p): v.shape for k, ps in expected.items() for p, v in ps.items()}
+    profile = model_profile(ICNetConfig(19, plan, batch_norm=False), (1024, 2048))
+    assert abs(profile["flops"] / 58.2e9 - 1) <= 0.01
+
+
+def test_pruned_logits_equal_full_model_with_dropped_channels_zeroed(tiny_groups):
+    weights = random_bn_weights(TINY, seed=1)
+    plan = prune_plan(TINY.plan, tiny_groups, 0.5)
+    kept = select_channels(weights, tiny_groups, plan)
+    pruned = slice_weights(weights, tiny_groups, kept)
+    # Zero the dropped channels in the full model: BN gamma = beta = 0 there.
+    zeroed = {layer: {p: v.copy() for p, v in params.items()} for layer, params in weights.items()}
+    for group in tiny_groups:
+        dropped = np.setdiff1d(np.arange(group.channels), kept[group.name])
+        assert dropped.size == group.channels - plan[group.producers[0]]
+        for bn in group.batch_norms:
+            zeroed[bn]["scale"][dropped] = 0
+            zeroed[bn]["offset"][dropped] = 0
+    size = (193, 257)
+    full_model = build_icnet(TINY, size)
+    assign_weights(full_model, zeroed)
+    small_model = build_icnet(TINY.replace(plan=plan), size)
+    assign_weights(small_model, pruned)
+    images = np.random.default_rng(2).uniform(0, 255, (2, *size, 3)).astype(np.float32)
+    expected, actual = full_model(images, training=False), small_model(images, training=False)
+    for name in ("conv6_cls", "sub4_out", "sub24_out"):
+        assert rel_l2(actual[name].numpy(), expected[name].numpy()) <= 1e-5, name
+    # The weights themselves were not touched, and slicing commutes with BN folding (biases).
+    assert weights["conv5_1_1x1_proj"]["weights"].shape[-1] == TINY.plan["conv5_1_1x1_proj"]
+    merged_groups = dependency_groups(build_icnet(TINY.replace(batch_norm=False), (161, 161)))
+    folded_then_sliced = slice_weights(fold_batch_norm(weights), merged_groups, kept)
+    for name, params in fold_batch_norm(pruned).items():
+        for param, value in params.items():
+            np.testing.assert_allclose(folded_then_sliced[name][param], value, rtol=1e-6,
+                                       atol=1e-7)
+
+
+def test_keep_one_is_the_identity(tiny_groups):
+    weights = random_bn_weights(TINY)
+    assert prune_plan(TINY.plan, tiny_groups, 1.0) == TINY.plan
+    config, pruned = prune(TINY, weights, TINY.plan)
+    assert config == TINY
+    assert weights.keys() == pruned.keys()
+    for name, params in weights.items():
+        for param, value in params.items():
+            assert np.array_equal(pruned[name][param], value), (name, param)
+
+
+def test_every_group_member_has_one_width_after_pruning(tiny_groups):
+    weights = random_bn_weights(TINY)
+    plan = prune_plan(TINY.plan, tiny_groups, 0.6, round_to=4)
+    config, pruned = prune(TINY, weights, plan)
+    for group in tiny_groups:
+        width = plan[group.producers[0]]
+        assert width == kept_width(group.channels, 0.6, 4)
+        assert width % 4 == 0 or width == group.channels
+        assert {pruned[p]["weights"].shape[-1] for p in group.producers} == {width}
+        assert {pruned[b]["scale"].shape[0] for b in group.batch_norms} == {width}
+        assert {pruned[c]["weights"].shape[2] for c in group.consumers} == {width}
+    # The kept channels of a group are its largest summed kernel L1 norms.
+    group = group_of(tiny_groups, "conv4_1_1x1_proj")
+    importance = l1_importance(weights, group)
+    kept = select_channels(weights, tiny_groups, plan)[group.name]
+    assert np.all(np.diff(kept) > 0)
+    assert importance[kept].min() >= np.delete(importance, kept).max()
+    assert kept_width(8, 0.5) == 4 and kept_width(256, 0.75) == 192 and kept_width(3, 0.01) == 1
+
+
+def test_overrides_change_only_the_matched_groups(tiny_groups):
+    keeps = group_keeps(tiny_groups, 0.5, parse_overrides("conv5=0.75,sub1=1.0"))
+    changed = {name for name, keep in keeps.items() if keep != 0.5}
+    conv5 = {g.name for g in tiny_groups if any(p.startswith("conv5_") for p in g.producers)}
+    assert changed == conv5 | {"conv1_sub1", "conv2_sub1", "conv3_sub1"}
+    plan = prune_plan(TINY.plan, tiny_groups, keeps)
+    base = prune_plan(TINY.plan, tiny_groups, 0.5)
+    assert plan["conv5_1_1x1_proj"] == kept_width(TINY.plan["conv5_1_1x1_proj"], 0.75)
+    assert plan["conv2_sub1"] == TINY.plan["conv2_sub1"]
+    assert plan["conv3_sub1_proj"] == base["conv3_sub1_proj"]  # a CFF group, not `*_sub1`
+    assert {k for k in plan if plan[k] != base[k]} == {
+        p for g in tiny_groups if g.name in changed for p in g.producers}
+    # A later key wins where keys overlap.
+    keeps = group_keeps(tiny_groups, 0.5, [("conv5", 0.75), ("conv5_4_k1", 1.0)])
+    assert keeps["conv5_4_k1"] == 1.0 and keeps["conv5_1_1x1_proj"] == 0.75
+
+
+def test_bad_keeps_and_override_keys_are_named(tiny_groups, tmp_path):
+    with pytest.raises(ValueError, match="conv9"):
+        group_keeps(tiny_groups, 0.5, [("conv9", 0.5)])
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=str(bad)):
+            prune_plan(TINY.plan, tiny_groups, bad)
+    with pytest.raises(ValueError, match="conv5.*1.2"):
+        parse_overrides("conv5=1.2")
+    with pytest.raises(ValueError, match="conv5:0.6"):
+        parse_overrides("conv5:0.6")
+    with pytest.raises(ValueError, match="grow"):
+        prune(TINY, random_bn_weights(TINY), reference_plan(0.25))
+    with pytest.raises(ValueError, match="increase"):
+        prune_model_dir(str(tmp_path / "none"), str(tmp_path / "out"), (0.5, 0.75))
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        prune_model_dir(str(tmp_path / "none"), str(existing), (0.5,))
+
+
+def test_checkpoint_not_matching_its_plan_is_a_clear_error(tmp_path):
+    save_tiny_checkpoint(tmp_path / "src", TINY, plan_config=ICNetConfig(19, reference_plan(0.25)))
+    with pytest.raises(ValueError, match="does not match its plan.json"):
+        prune_model_dir(str(tmp_path / "src"), str(tmp_path / "out"), (0.5,))
+    assert not (tmp_path / "out").exists()
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.prune", "--model_dir", str(tmp_path / "src"),
+         "--output_dir", str(tmp_path / "out"), "--keep", "1.5"],
+        cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0 and "--keep must be in (0, 1], got 1.5" in result.stderr
+
+
+def test_binary_schedule_with_finetuning_end_to_end(tmp_path):
+    config = ICNetConfig(19, reference_plan(0.125))
+    save_tiny_checkpoint(tmp_path / "src", config)
+    dst = tmp_path / "pruned"
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.prune", "--model_dir", str(tmp_path / "src"),
+         "--output_dir", str(dst), "--schedule", "0.75,0.5", "--finetune_steps", "2",
+         "--crop_size", "161x161", "--synthetic_size", "192x256", "--batch_size", "2",
+         "--eval_images", "2", "--export_size", "193x257", "--log_every", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "stage 2/2 done" in result.stderr
+    loaded, weights = load_checkpoint_weights(str(dst))
+    groups = model_groups(config)
+    assert loaded.plan == prune_plan(config.plan, groups, 0.5)
+    with open(dst / "prune_report.json") as f:
+        report = json.load(f)
+    assert [stage["keep"] for stage in report["stages"]] == [0.75, 0.5]
+    for stage in report["stages"]:
+        assert stage["finetune"]["steps"] == 2 and 0 <= stage["miou"] <= 1
+    assert (report["original"]["flops"] > report["stages"][0]["flops"]
+            > report["stages"][1]["flops"])
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no temp left
+    # The other tools read it: inference/evaluation/training load it, profiling reads the plan.
+    from deploy.predict import run
+    from icnet.checkpoint import load_plan
+    from icnet.inference import load_weights
+    assert load_weights(str(dst))[0] == loaded and load_plan(str(dst)) == loaded
+    from PIL import Image
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(tmp_path / "in.png")
+    assert run(str(dst), str(tmp_path / "in.png"), str(tmp_path / "out.png")).shape == (64, 96)

@@ -1,0 +1,129 @@
+"""train.train end to end on tiny models: resume after kill -9, strategies, NaN stop, bad input."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+TINY = ["--filter_scale", "0.125", "--batch_size", "2", "--crop_size", "161x161",
+        "--synthetic_size", "192x256", "--log_every", "1"]
+
+
+def train_cmd(model_dir, *extra):
+    return [sys.executable, "-m", "train.train", "--model_dir", str(model_dir), *TINY, *extra]
+
+
+def run_train(model_dir, *extra, env=None, timeout=300):
+    return subprocess.run(train_cmd(model_dir, *extra), cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def checkpoint_steps(model_dir):
+    return sorted(int(m.group(1)) for name in os.listdir(model_dir)
+                  if (m := re.fullmatch(r"ckpt-(\d+)\.index", name)))
+
+
+def first_step_loss(model_dir):
+    with open(os.path.join(model_dir, "train_summary.json")) as f:
+        return json.load(f)["losses"]["total"]
+
+
+def test_kill_9_then_same_command_resumes_and_finishes(tmp_path):
+    model_dir = tmp_path / "run"
+    args = ("--steps", "40", "--checkpoint_every", "5")
+    process = subprocess.Popen(train_cmd(model_dir, *args), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (
+            model_dir.exists() and [s for s in checkpoint_steps(model_dir) if s >= 10]):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = checkpoint_steps(model_dir)
+    assert saved and saved[-1] < 40, saved
+    result = run_train(model_dir, *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    resumed = int(re.search(r"resumed from \S+ \(step (\d+)\)", result.stderr).group(1))
+    assert resumed == saved[-1]
+    logged = [int(s) for s in re.findall(r"step (\d+)/40", result.stderr)]
+    assert logged[0] == resumed + 1 and logged[-1] == 40
+    assert checkpoint_steps(model_dir)[-1] == 40
+
+
+def test_mirrored_on_two_logical_cpus_matches_default_first_step(tmp_path):
+    args = ("--steps", "1", "--noupdate_mean_var", "--norandom_scale", "--seed", "3")
+    default = run_train(tmp_path / "default", *args)
+    assert default.returncode == 0, default.stderr[-2000:]
+    mirrored = run_train(tmp_path / "mirrored", *args, "--strategy", "mirrored",
+                         "--logical_cpus", "2")
+    assert mirrored.returncode == 0, mirrored.stderr[-2000:]
+    with open(tmp_path / "mirrored" / "train_summary.json") as f:
+        assert json.load(f)["replicas"] == 2
+    np.testing.assert_allclose(first_step_loss(tmp_path / "mirrored"),
+                               first_step_loss(tmp_path / "default"), rtol=2e-3)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_two_local_processes_match_default_first_step(tmp_path):
+    args = ("--steps", "1", "--noupdate_mean_var", "--norandom_scale", "--seed", "3")
+    default = run_train(tmp_path / "default", *args)
+    assert default.returncode == 0, default.stderr[-2000:]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            train_cmd(tmp_path / "multi", *args, "--strategy", "multi_worker"), cwd=REPO,
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-2000:]
+    np.testing.assert_allclose(first_step_loss(tmp_path / "multi"),
+                               first_step_loss(tmp_path / "default"), rtol=2e-3)
+    assert not [n for n in os.listdir(tmp_path / "multi") if n.startswith(".worker_1")]
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    model_dir = tmp_path / "nan"
+    result = run_train(model_dir, "--steps", "30", "--checkpoint_every", "1",
+                       "--learning_rate", "1e12")
+    assert result.returncode == 1
+    match = re.search(r"loss became (nan|inf) at step (\d+)", result.stderr)
+    assert match, result.stderr[-2000:]
+    saved = checkpoint_steps(model_dir)
+    assert saved and saved[-1] == int(match.group(2)) - 1
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--dataset", "cityscapes"), "data_dir"),
+    (("--dataset", "cityscapes", "--data_dir", "{empty}"), "{empty}"),
+    (("--crop_size", "400x400"), "crop_size 400x400"),
+])
+def test_bad_input_fails_before_training(tmp_path, extra, message):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    extra = [e.replace("{empty}", str(empty)) for e in extra]
+    model_dir = tmp_path / "run"
+    result = run_train(model_dir, "--steps", "5", *extra, timeout=120)
+    assert result.returncode != 0
+    assert message.replace("{empty}", str(empty)) in result.stderr.strip().splitlines()[-1]
+    assert not model_dir.exists() or not checkpoint_steps(model_dir)
