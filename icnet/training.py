@@ -61,6 +61,7 @@ class TrainOptions:
     strategy: str = "default"
     mixed_precision: bool = False
     seed: int = 0
+    cache_examples: bool = False
     checkpoint_every: int = 100
     log_every: int = 10
     image_summary_every: int = 100
@@ -247,7 +248,7 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
     # A resumed run draws fresh batches (seeded by the step) rather than replaying old ones.
     batches = train_dataset(source, options.crop_size, options.batch_size,
                             options.random_scale, options.random_mirror,
-                            seed=options.seed + start)
+                            seed=options.seed + start, cache=options.cache_examples)
     options_data = tf.data.Options()
     options_data.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA)

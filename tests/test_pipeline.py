@@ -156,3 +156,14 @@ def test_synthetic_cityscapes_layout_reads_back(tmp_path):
     np.testing.assert_array_equal(label.numpy(), expected_label)
     assert name.numpy() == b"synth_000000_000019"
     assert len(make_source("cityscapes", "train", data_dir=tmp_path)) == 2
+
+
+def test_cached_pool_gives_the_same_batches_as_loading_each_time():
+    source = make_source("synthetic", "train", synthetic_size=(64, 96), synthetic_count=5)
+    kwargs = dict(crop_size=(48, 64), batch_size=3, random_scale=True, random_mirror=True,
+                  seed=4)
+    loaded = list(train_dataset(source, **kwargs).take(4))
+    cached = list(train_dataset(source, cache=True, **kwargs).take(4))
+    for (images_a, labels_a), (images_b, labels_b) in zip(loaded, cached):
+        np.testing.assert_array_equal(images_a.numpy(), images_b.numpy())
+        np.testing.assert_array_equal(labels_a.numpy(), labels_b.numpy())

@@ -65,6 +65,9 @@ flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmenta
 flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
 flags.DEFINE_integer("log_every", 10, "Steps between progress lines and scalar summaries.")
 flags.DEFINE_string("synthetic_size", "256x512", "HxW of the synthetic scenes.")
+flags.DEFINE_integer("synthetic_count", 0,
+                     "Train on a fixed pool of this many synthetic scenes, rendered once and "
+                     "kept in memory; 0 renders a fresh scene for every crop.")
 flags.mark_flag_as_required("model_dir")
 FLAGS = flags.FLAGS
 
@@ -83,6 +86,7 @@ def main(argv):
         source = make_source(FLAGS.dataset, "train", data_dir=FLAGS.data_dir,
                              list_file=FLAGS.train_list, num_classes=FLAGS.num_classes,
                              synthetic_size=parse_size(FLAGS.synthetic_size, "synthetic_size"),
+                             synthetic_count=FLAGS.synthetic_count or None,
                              seed=FLAGS.seed, label_map=FLAGS.label_map)
         if len(source) == 0:
             raise ValueError(f"the {FLAGS.dataset} training set is empty")
@@ -109,6 +113,7 @@ def main(argv):
             update_mean_var=FLAGS.update_mean_var, train_beta_gamma=FLAGS.train_beta_gamma,
             random_scale=FLAGS.random_scale, random_mirror=FLAGS.random_mirror,
             strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, seed=FLAGS.seed,
+            cache_examples=FLAGS.dataset == "synthetic" and FLAGS.synthetic_count > 0,
             checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every)
         summary = train(options, config, source, init, strategy)
     except (ValueError, FileNotFoundError) as e:

@@ -188,7 +188,7 @@ def augment(image: tf.Tensor, label: tf.Tensor, crop_size: tuple[int, int], rand
 
 def train_dataset(source: Source, crop_size: tuple[int, int], batch_size: int,
                   random_scale: bool, random_mirror: bool, seed: int,
-                  shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+                  shuffle_buffer: int = 10_000, cache: bool = False) -> tf.data.Dataset:
     """The repeating, shuffled, augmented training batches.
 
     The example order comes from a shuffle of indices seeded with `seed`, and each element's
@@ -204,22 +204,28 @@ def train_dataset(source: Source, crop_size: tuple[int, int], batch_size: int,
         seed: seed of the shuffle and the augmentation.
         shuffle_buffer: how many example indices the shuffle draws from (the whole split when
             it has no more examples than this).
+        cache: keep every decoded example in memory after its first load (for small splits,
+            e.g. a fixed pool of synthetic scenes, so each is rendered or decoded once).
 
     Returns:
         Dataset of (images float32 [B, h, w, 3] RGB in 0..255, labels int32 [B, h, w]).
     """
     count = len(source)
-    positions = (tf.data.Dataset.range(count)
-                 .shuffle(min(count, shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
-                 .repeat()
-                 .enumerate())
+    if cache:
+        examples = source.dataset().map(lambda image, label, name: (image, label)).cache()
+    else:
+        examples = tf.data.Dataset.range(count)
+    shuffled = (examples.shuffle(min(count, shuffle_buffer), seed=seed,
+                                 reshuffle_each_iteration=True)
+                .repeat()
+                .enumerate())
 
-    def element(position: tf.Tensor, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image, label, _ = source.load(index)
+    def element(position: tf.Tensor, example) -> tuple[tf.Tensor, tf.Tensor]:
+        image, label = example if cache else source.load(example)[:2]
         element_seed = tf.stack([tf.constant(seed, tf.int64), position])
         return augment(image, label, crop_size, random_scale, random_mirror, element_seed)
 
-    return (positions.map(element, num_parallel_calls=AUTOTUNE)
+    return (shuffled.map(element, num_parallel_calls=AUTOTUNE)
             .batch(batch_size, drop_remainder=True)
             .prefetch(AUTOTUNE))
 
