@@ -31,6 +31,7 @@ from icnet.model import build_icnet
 from icnet.weights import WeightDict, assign_weights, expand_batch_norm
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+OPTIMIZERS = ("sgd", "adam")
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,6 +53,7 @@ class TrainOptions:
     learning_rate: float = 5e-4
     poly_power: float = 0.9
     momentum: float = 0.9
+    optimizer: str = "sgd"
     weight_decay: float = 1e-4
     lambdas: tuple[float, float, float] = (0.16, 0.4, 1.0)
     update_mean_var: bool = True
@@ -72,6 +74,8 @@ class TrainOptions:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.checkpoint_every < 1:
@@ -206,7 +210,10 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
         schedule = tf_keras.optimizers.schedules.PolynomialDecay(
             options.learning_rate, options.steps, end_learning_rate=0.0,
             power=options.poly_power)
-        optimizer = tf_keras.optimizers.SGD(schedule, momentum=options.momentum)
+        if options.optimizer == "adam":
+            optimizer = tf_keras.optimizers.Adam(schedule)
+        else:
+            optimizer = tf_keras.optimizers.SGD(schedule, momentum=options.momentum)
         if options.mixed_precision and tf.config.list_physical_devices("GPU"):
             optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
         checkpoint = checkpoint_for(model, optimizer=optimizer)

@@ -45,6 +45,8 @@ flags.DEFINE_string("crop_size", "256x512", "Random crop HxW.")
 flags.DEFINE_float("learning_rate", 0.02, "Base learning rate (reference fine-tuning: 5e-4).")
 flags.DEFINE_float("poly_power", 0.9, "Poly decay: lr * (1 - step/steps)^power.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"],
+                  "Momentum SGD as the reference, or Adam (faster from scratch).")
 flags.DEFINE_float("weight_decay", 1e-4, "L2 weight decay on conv kernels.")
 flags.DEFINE_float("lambda1", 0.16, "Loss weight of sub4_out (1/16).")
 flags.DEFINE_float("lambda2", 0.4, "Loss weight of sub24_out (1/8).")
@@ -108,7 +110,7 @@ def main(argv):
         options = TrainOptions(
             model_dir=FLAGS.model_dir, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
             crop_size=crop, learning_rate=FLAGS.learning_rate, poly_power=FLAGS.poly_power,
-            momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
+            momentum=FLAGS.momentum, optimizer=FLAGS.optimizer, weight_decay=FLAGS.weight_decay,
             lambdas=(FLAGS.lambda1, FLAGS.lambda2, FLAGS.lambda3),
             update_mean_var=FLAGS.update_mean_var, train_beta_gamma=FLAGS.train_beta_gamma,
             random_scale=FLAGS.random_scale, random_mirror=FLAGS.random_mirror,
