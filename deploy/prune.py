@@ -56,20 +56,21 @@ import time
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-import tensorflow as tf
 import tf_keras
 from absl import app, flags, logging
 
 from icnet.checkpoint import load_checkpoint_weights, save_model_checkpoint
 from icnet.cli import parse_size
 from icnet.config import PLAN_FILENAME, ICNetConfig
-from icnet.data import Source, check_crop_fits, make_source
+from icnet.data import Source
 from icnet.evaluation import evaluate
 from icnet.inference import Segmenter, load_weights
 from icnet.layers import Interp, LegacyResize, Preprocess
 from icnet.model import MIN_INPUT_SIZE, build_icnet
 from icnet.profiling import model_profile
 from icnet.training import TrainingDiverged, TrainingInterrupted, TrainOptions, train
+from train.common_flags import (define_data_flags, define_training_flags, source_from_flags,
+                                train_options_from_flags)
 from icnet.weights import WeightDict, assign_weights
 
 REPORT_FILENAME = "prune_report.json"
@@ -685,33 +686,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("eval_images", 0, "Val images for the mIoU of each stage (0: none).")
     flags.DEFINE_string("export_size", "1025x2049", "HxW at which FLOPs are reported.")
     # Dataset and training flags, as train.train names them.
-    flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "cityscapes", "ade20k", "list"],
-                      "Fine-tuning and evaluation data; synthetic street scenes need no files.")
-    flags.DEFINE_string("data_dir", None, "Dataset root (cityscapes, ade20k) or list base dir.")
-    flags.DEFINE_string("train_list", None, "List file of `image label` pairs (--dataset list).")
-    flags.DEFINE_string("val_list", None, "Validation list file (--dataset list).")
-    flags.DEFINE_enum("label_map", "trainids", ["trainids", "cityscapes_labelids", "ade20k"],
-                      "How the list dataset's label PNGs are stored.")
-    flags.DEFINE_integer("num_classes", None, "Classes (default: the dataset's).")
-    flags.DEFINE_integer("batch_size", 8, "Global batch size (split across replicas).")
-    flags.DEFINE_string("crop_size", "256x512", "Random crop HxW.")
-    flags.DEFINE_float("learning_rate", 5e-4, "Base learning rate (reference fine-tuning: 5e-4).")
-    flags.DEFINE_float("poly_power", 0.9, "Poly decay: lr * (1 - step/steps)^power.")
-    flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-    flags.DEFINE_float("weight_decay", 1e-4, "L2 weight decay on conv kernels.")
-    flags.DEFINE_float("lambda1", 0.16, "Loss weight of sub4_out (1/16).")
-    flags.DEFINE_float("lambda2", 0.4, "Loss weight of sub24_out (1/8).")
-    flags.DEFINE_float("lambda3", 1.0, "Loss weight of conv6_cls (1/4).")
-    flags.DEFINE_bool("update_mean_var", True, "Train BN in batch-statistics mode.")
-    flags.DEFINE_bool("train_beta_gamma", True, "Train BN gamma/beta.")
-    flags.DEFINE_bool("random_scale", True, "Random scale 0.5-2.0.")
-    flags.DEFINE_bool("random_mirror", True, "Random left-right mirror.")
-    flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
-    flags.DEFINE_bool("mixed_precision", False, "float16 on GPU, bfloat16 on CPU.")
-    flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation.")
-    flags.DEFINE_integer("checkpoint_every", 100, "Steps between fine-tuning checkpoints.")
-    flags.DEFINE_integer("log_every", 10, "Steps between progress lines.")
-    flags.DEFINE_string("synthetic_size", "256x512", "HxW of the synthetic scenes.")
+    define_data_flags()
+    define_training_flags(learning_rate=5e-4)
 
 
 FLAGS = flags.FLAGS
@@ -741,33 +717,14 @@ def main(argv):
         overrides = parse_overrides(FLAGS.keep_overrides) if FLAGS.keep_overrides else []
         export_size = parse_size(FLAGS.export_size, "export_size")
         tf_keras.utils.set_random_seed(FLAGS.seed)
-        synthetic_size = parse_size(FLAGS.synthetic_size, "synthetic_size")
-        common = dict(data_dir=FLAGS.data_dir, num_classes=FLAGS.num_classes,
-                      synthetic_size=synthetic_size, seed=FLAGS.seed, label_map=FLAGS.label_map)
         finetune = train_source = eval_source = None
         if FLAGS.finetune_steps > 0:
-            crop = parse_size(FLAGS.crop_size, "crop_size")
-            train_source = make_source(FLAGS.dataset, "train", list_file=FLAGS.train_list,
-                                       **common)
-            if len(train_source) == 0:
-                raise ValueError(f"the {FLAGS.dataset} training set is empty")
-            check_crop_fits(train_source, crop)
-            finetune = TrainOptions(
-                model_dir="", steps=FLAGS.finetune_steps, batch_size=FLAGS.batch_size,
-                crop_size=crop, learning_rate=FLAGS.learning_rate, poly_power=FLAGS.poly_power,
-                momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
-                lambdas=(FLAGS.lambda1, FLAGS.lambda2, FLAGS.lambda3),
-                update_mean_var=FLAGS.update_mean_var, train_beta_gamma=FLAGS.train_beta_gamma,
-                random_scale=FLAGS.random_scale, random_mirror=FLAGS.random_mirror,
-                strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
-                seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
-                log_every=FLAGS.log_every)
+            train_source = source_from_flags("train")
+            finetune = train_options_from_flags("", FLAGS.finetune_steps, train_source)
         elif FLAGS.finetune_steps < 0:
             raise ValueError(f"--finetune_steps must be >= 0, got {FLAGS.finetune_steps}")
         if FLAGS.eval_images > 0:
-            eval_source = make_source(FLAGS.dataset, "val", list_file=FLAGS.val_list, **common)
-            if len(eval_source) == 0:
-                raise ValueError(f"the {FLAGS.dataset} validation set is empty")
+            eval_source = source_from_flags("val")
         report = prune_model_dir(
             FLAGS.model_dir, FLAGS.output_dir, schedule, overrides=overrides,
             keep_plan=keep_plan, round_to=FLAGS.round_to, finetune=finetune,

@@ -14,7 +14,7 @@ from deploy.prune import (dependency_groups, group_keeps, kept_width, l1_importa
                           model_groups, parse_overrides, prune, prune_model_dir, prune_plan,
                           select_channels, slice_weights)
 from icnet.checkpoint import load_checkpoint_weights, save_model_checkpoint
-from icnet.config import CLASSIFIERS, PLAN_FILENAME, REFERENCE_WIDTHS, ICNetConfig, reference_plan
+from icnet.config import CLASSIFIERS, REFERENCE_WIDTHS, ICNetConfig, reference_plan
 from icnet.model import build_icnet
 from icnet.profiling import model_profile
 from icnet.weights import assign_weights, fold_batch_norm, model_weights
@@ -213,6 +213,7 @@ def test_binary_schedule_with_finetuning_end_to_end(tmp_path):
         [sys.executable, "-m", "deploy.prune", "--model_dir", str(tmp_path / "src"),
          "--output_dir", str(dst), "--schedule", "0.75,0.5", "--finetune_steps", "2",
          "--crop_size", "161x161", "--synthetic_size", "192x256", "--batch_size", "2",
+         "--synthetic_count", "8",
          "--eval_images", "2", "--export_size", "193x257", "--log_every", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO
 
 TINY = ["--filter_scale", "0.125", "--batch_size", "2", "--crop_size", "161x161",
+        "--synthetic_count", "16",
         "--synthetic_size", "192x256", "--log_every", "1"]
 
 

@@ -5,7 +5,6 @@ import pickle
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from conftest import rel_l2
 from icnet.checkpoint import load_checkpoint_weights, save_model_checkpoint

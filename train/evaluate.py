@@ -18,27 +18,19 @@ import sys
 
 from absl import app, flags, logging
 
-from icnet.cli import parse_size
-from icnet.data import ade20k, make_source
+from icnet.data import ade20k
 from icnet.data.labels import CITYSCAPES_NUM_CLASSES
 from icnet.evaluation import evaluate, format_table
 from icnet.inference import Segmenter, load_weights
+from train.common_flags import define_data_flags, source_from_flags
 
-flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "cityscapes", "ade20k", "list"],
-                  "Evaluation data (the val split).")
-flags.DEFINE_string("data_dir", None, "Dataset root (cityscapes, ade20k) or list base dir.")
-flags.DEFINE_string("val_list", None, "List file of `image label` pairs (--dataset list).")
-flags.DEFINE_enum("label_map", "trainids", ["trainids", "cityscapes_labelids", "ade20k"],
-                  "How the list dataset's label PNGs are stored.")
+define_data_flags()
 flags.DEFINE_string("model_dir", None, "Training or pruning output (checkpoint + plan.json).")
 flags.DEFINE_string("weights", None, "A reference .npy or a checkpoint prefix instead.")
-flags.DEFINE_integer("num_classes", None, "Classes (default: the dataset's).")
 flags.DEFINE_integer("num_images", 0, "Evaluate the first N images; 0 = all.")
 flags.DEFINE_string("json", None, "Write the results as JSON here.")
 flags.DEFINE_string("write_predictions", None,
                     "Write Cityscapes labelId PNGs (submission format) into this directory.")
-flags.DEFINE_string("synthetic_size", "256x512", "HxW of the synthetic scenes.")
-flags.DEFINE_integer("seed", 0, "Seed of the synthetic scenes.")
 FLAGS = flags.FLAGS
 
 
@@ -47,12 +39,7 @@ def main(argv):
     try:
         if bool(FLAGS.model_dir) == bool(FLAGS.weights):
             raise ValueError("give exactly one of --model_dir and --weights")
-        source = make_source(FLAGS.dataset, "val", data_dir=FLAGS.data_dir,
-                             list_file=FLAGS.val_list, num_classes=FLAGS.num_classes,
-                             synthetic_size=parse_size(FLAGS.synthetic_size, "synthetic_size"),
-                             seed=FLAGS.seed, label_map=FLAGS.label_map)
-        if len(source) == 0:
-            raise ValueError(f"the {FLAGS.dataset} validation set is empty")
+        source = source_from_flags("val")
         if FLAGS.write_predictions and source.num_classes != CITYSCAPES_NUM_CLASSES:
             raise ValueError("--write_predictions writes Cityscapes labelIds and needs the "
                              f"19 Cityscapes classes, not {source.num_classes}")
