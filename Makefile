@@ -24,7 +24,7 @@ DEMO_DIR ?= runs/demo
 DEMO_STEPS ?= 800
 demo: $(STAMP)
 	$(PY) -m train.train --model_dir $(DEMO_DIR)/fs1 --filter_scale 1 --steps $(DEMO_STEPS) \
-	    --batch_size 8 --crop_size 256x512 --learning_rate 0.02 --norandom_scale --log_every 50
+	    --log_every 50
 	$(PY) -m train.evaluate --model_dir $(DEMO_DIR)/fs1 --num_images 100 \
 	    --json $(DEMO_DIR)/fs1/eval.json
 	$(PY) -m icnet.data.synthetic --out $(DEMO_DIR)/scenes --train 0 --val 1 --size 512x1024

@@ -105,6 +105,7 @@ def test_plan_json_round_trip(tmp_path):
         ICNetConfig.load(str(tmp_path / "bad.json"))
 
 
-@pytest.mark.parametrize("n,expected", [(1, 161), (161, 161), (162, 193), (480, 481), (1024, 1025), (1025, 1025)])
+@pytest.mark.parametrize("n,expected", [(1, 161), (161, 161), (162, 193), (480, 481),
+                                        (1024, 1025), (1025, 1025)])
 def test_padded_size(n, expected):
     assert padded_size(n) == expected

@@ -92,7 +92,8 @@ def test_writer_produces_cityscapes_layout(tmp_path):
     for split, count in (("train", 2), ("val", 1)):
         for index in range(count):
             stem = f"synth_{index:06d}_000019"
-            image = np.asarray(Image.open(tmp_path / "leftImg8bit" / split / "synth" / f"{stem}_leftImg8bit.png"))
+            image_dir = tmp_path / "leftImg8bit" / split / "synth"
+            image = np.asarray(Image.open(image_dir / f"{stem}_leftImg8bit.png"))
             label_dir = tmp_path / "gtFine" / split / "synth"
             train_ids = np.asarray(Image.open(label_dir / f"{stem}_gtFine_labelTrainIds.png"))
             label_ids = np.asarray(Image.open(label_dir / f"{stem}_gtFine_labelIds.png"))

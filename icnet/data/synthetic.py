@@ -1111,10 +1111,10 @@ def _write_split(out_dir: str | os.PathLike, split: str, count: int, height: int
     for index in range(count):
         image, train_ids = render_scene(split_seed(seed, split), index, height, width)
         stem = f"synth_{index:06d}_000019"
-        for path, array in ((os.path.join(image_dir, f"{stem}_leftImg8bit.png"), image),
-                            (os.path.join(label_dir, f"{stem}_gtFine_labelTrainIds.png"), train_ids),
-                            (os.path.join(label_dir, f"{stem}_gtFine_labelIds.png"),
-                             to_label_ids[train_ids])):
+        outputs = {os.path.join(image_dir, f"{stem}_leftImg8bit.png"): image,
+                   os.path.join(label_dir, f"{stem}_gtFine_labelTrainIds.png"): train_ids,
+                   os.path.join(label_dir, f"{stem}_gtFine_labelIds.png"): to_label_ids[train_ids]}
+        for path, array in outputs.items():
             write_png(path, array, compress_level=1)
         if (index + 1) % step == 0 or index + 1 == count:
             print(f"{split}: {index + 1}/{count} scenes written", flush=True)
