@@ -1,0 +1,95 @@
+"""`export_report.json` and its human-readable twin `export_report.md`."""
+
+from __future__ import annotations
+
+import json
+import os
+
+JSON_NAME = "export_report.json"
+MARKDOWN_NAME = "export_report.md"
+
+
+def _pct(value, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _num(value, fmt: str = ".3g") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:.2f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
+
+
+_TABLE_HEADER = ("| artifact | format | quantization | size | max abs err | rel L2 err | "
+                 "argmax agreement | mIoU | ΔmIoU vs fp32 | s/image | GPU delegate |")
+
+
+def _artifact_row(a: dict) -> str:
+    gpu = a.get("gpu_compatible")
+    gpu_text = "n/a" if gpu is None else ("compatible" if gpu else "NOT compatible")
+    delta = a.get("miou_delta")
+    delta_text = "n/a" if delta is None else f"{100 * delta:+.2f} pt"
+    cells = [f"`{a['path']}`", a["format"], a["quantization"], _size(a["size_bytes"]),
+             _num(a.get("max_abs_error")), _num(a.get("rel_l2_error")),
+             _pct(a.get("argmax_agreement"), 3), _pct(a.get("miou")), delta_text,
+             _num(a.get("seconds_per_image"), ".3f"), gpu_text]
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown: model, one table row per artifact, GPU notes, QAT, pruning."""
+    model = report["model"]
+    height, width = report["input_size"]
+    lines = [
+        f"# Export report: {report['model_name']} version {report['version']}",
+        "",
+        f"- source: `{report['source']}`",
+        f"- input size: {height}x{width} (uint8 RGB; logits at 1/4)",
+        (f"- model: {model['num_classes']} classes, {model['params']:,} parameters, "
+         f"{model['gflops']:.2f} GFLOPs (BN-merged)"),
+        (f"- parity: logits against the fp32 Keras model on {report['parity_images']} "
+         f"{report['data']['eval']} images; mIoU on {report['eval_images']} images"),
+    ]
+    reference = report.get("reference") or {}
+    if reference.get("miou") is not None:
+        lines.append(f"- fp32 Keras reference mIoU: {_pct(reference['miou'])}")
+    lines += ["", _TABLE_HEADER, "|---" * 11 + "|"]
+    lines += [_artifact_row(a) for a in report["artifacts"]]
+    problems = [(a["path"], a["gpu_problems"]) for a in report["artifacts"]
+                if a.get("gpu_problems")]
+    if problems:
+        lines += ["", "## GPU-delegate incompatibilities (TFLite Analyzer)", ""]
+        for path, items in problems:
+            lines += [f"- `{path}`:"] + [f"  - {item}" for item in items]
+    qat = report.get("qat")
+    if qat:
+        crop = "x".join(str(n) for n in qat["crop_size"])
+        lines += ["", "## Quantization-aware training", "",
+                  (f"- {qat['steps']} steps ({qat.get('objective')}) at {crop}, batch "
+                   f"{qat['batch_size']}, learning rate {qat['learning_rate']}, last loss "
+                   f"{_num(qat.get('loss'))}, {qat['seconds']} s")]
+    prune = report.get("prune")
+    if prune:
+        before, after = prune["original"], prune["stages"][-1]
+        lines += ["", "## Pruning", "", "| | params | GFLOPs | mIoU |", "|---|---|---|---|"]
+        for label, stage in (("before", before), ("after", after)):
+            lines.append(f"| {label} | {stage['params']:,} | {stage['gflops']:.2f} | "
+                         f"{_pct(stage.get('miou'))} |")
+        lines += ["", (f"FLOPs x{after['flops'] / before['flops']:.3f}; schedule "
+                       f"{[s['keep'] for s in prune['stages']]}, "
+                       f"{prune.get('finetune_steps', 0)} fine-tuning steps per stage. The "
+                       f"pruned checkpoint is in `{report.get('pruned_model_dir')}`.")]
+    lines += ["", f"Export took {report['seconds']} s.", ""]
+    return "\n".join(lines)
+
+
+def write(report: dict, directory: str) -> tuple[str, str]:
+    """Writes both reports into `directory`; returns their paths."""
+    json_path = os.path.join(directory, JSON_NAME)
+    md_path = os.path.join(directory, MARKDOWN_NAME)
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=1)
+    with open(md_path, "w") as f:
+        f.write(markdown(report))
+    return json_path, md_path

@@ -1,0 +1,120 @@
+"""Atomic exports: everything is written into a staging directory beside the targets, then
+renamed into place.
+
+`Staging(export_dir, targets, overwrite)` refuses up front when a target exists (unless
+`overwrite`), creates `export_dir/.staging-<pid>-<random>/`, and `publish()` renames each staged
+target into place (a directory, e.g. a SavedModel version, appears whole or not at all). On an
+exception the staging directory is removed; a killed process leaves only its hidden staging
+directory, which the next export removes once its process is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+
+from absl import logging
+
+STAGING_PREFIX = ".staging-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(export_dir: str) -> list[str]:
+    """Removes staging directories left by export processes that no longer run."""
+    removed = []
+    if not os.path.isdir(export_dir):
+        return removed
+    for name in os.listdir(export_dir):
+        if not name.startswith(STAGING_PREFIX):
+            continue
+        try:
+            pid = int(name[len(STAGING_PREFIX):].split("-")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
+            removed.append(name)
+    if removed:
+        logging.info("removed %d stale staging dir(s) of killed exports: %s", len(removed),
+                     ", ".join(removed))
+    return removed
+
+
+class Staging:
+    """A staging directory for `targets` (paths relative to `export_dir`).
+
+    Raises (on construction):
+      FileExistsError: some target exists and not `overwrite`, naming them.
+    """
+
+    def __init__(self, export_dir: str, targets: Sequence[str], overwrite: bool = False):
+        self.export_dir = os.path.abspath(export_dir)
+        self.targets = list(dict.fromkeys(targets))
+        self.overwrite = overwrite
+        existing = [t for t in self.targets if os.path.lexists(self.final(t))]
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"{self.export_dir} already holds {', '.join(existing)}; pass --overwrite to "
+                f"replace them, or choose another --export_dir or --version")
+        os.makedirs(self.export_dir, exist_ok=True)
+        remove_stale(self.export_dir)
+        self.root = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-",
+                                     dir=self.export_dir)
+        self.published = False
+
+    def path(self, relative: str) -> str:
+        """Where to write `relative` while staging (its parent directory is created)."""
+        path = os.path.join(self.root, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def final(self, relative: str) -> str:
+        return os.path.join(self.export_dir, relative)
+
+    def publish(self) -> list[str]:
+        """Renames every staged target into place, in the order given; returns final paths.
+
+        Raises:
+          FileNotFoundError: a target was never written.
+          FileExistsError: a target appeared meanwhile and not `overwrite`.
+        """
+        missing = [t for t in self.targets if not os.path.lexists(os.path.join(self.root, t))]
+        if missing:
+            raise FileNotFoundError(f"export incomplete: {', '.join(missing)} not written")
+        trash = os.path.join(self.root, ".replaced")
+        published = []
+        for target in self.targets:
+            final = self.final(target)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            if os.path.lexists(final):
+                if not self.overwrite:
+                    raise FileExistsError(f"{final} appeared during the export; not replacing it")
+                old = os.path.join(trash, target)
+                os.makedirs(os.path.dirname(old), exist_ok=True)
+                os.rename(final, old)
+            os.rename(os.path.join(self.root, target), final)
+            published.append(final)
+        self.published = True
+        shutil.rmtree(self.root, ignore_errors=True)
+        return published
+
+    def discard(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if not self.published:
+            self.discard()

@@ -1,0 +1,511 @@
+"""deploy.export: SavedModel signatures and warmup, TFLite and ONNX parity, reports, atomicity.
+
+One tiny export (1/8-width plan, 193x257, every format and quantization) is shared by most
+tests; the binary, the kill test and pruning run their own small exports.
+"""
+
+import base64
+import io
+import json
+import os
+import resource
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+from conftest import REPO
+from PIL import Image
+
+from deploy import report as report_lib
+from deploy import serving
+from deploy.export import ExportOptions, PruneOptions, export
+from deploy.quantize import QUANTIZATIONS, parse_quantizations, quantization_spec
+from deploy.runners import (
+    TFLiteRunner,
+    artifact_kind,
+    is_artifact,
+    open_runner,
+    segment,
+)
+from icnet.checkpoint import save_model_checkpoint
+from icnet.config import ICNetConfig
+from icnet.data import make_source
+from icnet.inference import Segmenter, load_weights
+from icnet.layers import resize_bilinear
+from icnet.model import build_icnet
+from icnet.weights import model_weights, save_npy_weights
+
+SIZE = (193, 257)
+TINY = 0.125
+
+
+def tiny_model(seed=0, batch_norm=True):
+    tf_keras.utils.set_random_seed(seed)
+    config = ICNetConfig.from_filter_scale(TINY, 19, batch_norm=batch_norm)
+    return config, build_icnet(config, (161, 161))
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return (make_source("synthetic", "train", synthetic_size=SIZE),
+            make_source("synthetic", "val", synthetic_size=SIZE))
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    _, model = tiny_model()
+    path = str(tmp_path_factory.mktemp("weights") / "tiny_bn.npy")
+    save_npy_weights(model_weights(model), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, weights_file, sources):
+    export_dir = str(tmp_path_factory.mktemp("export"))
+    options = ExportOptions(export_dir, input_size=SIZE, quantizations=QUANTIZATIONS,
+                            parity_images=3, eval_images=3, calibration_images=4, qat_steps=2,
+                            qat_batch_size=1)
+    report = export(weights_file, options, *sources)
+    config, weights = load_weights(weights_file)
+    return export_dir, report, Segmenter(config, weights)
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(os.path.join(exported[0], "saved_model", "icnet", "1"))
+
+
+def val_image(sources, index=0):
+    image, _, _ = next(iter(sources[1].dataset().skip(index).take(1)))
+    return image.numpy()
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes(image):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def entry(report, path):
+    return next(a for a in report["artifacts"] if a["path"] == path)
+
+
+# --------------------------------------------------------------------------------------------
+# Layout, report, SavedModel.
+
+def test_layout_and_report(exported):
+    export_dir = exported[0]
+    names = {os.path.relpath(os.path.join(root, f), export_dir)
+             for root, _, files in os.walk(export_dir) for f in files}
+    for quantization in QUANTIZATIONS:
+        assert f"tflite/icnet_{quantization}.tflite" in names
+    assert {"onnx/icnet.onnx", "plan.json", "export_report.json", "export_report.md",
+            "saved_model/icnet/1/saved_model.pb",
+            "saved_model/icnet/1/assets.extra/tf_serving_warmup_requests",
+            "saved_model/icnet/1/assets.extra/plan.json"} <= names
+    assert not [n for n in os.listdir(export_dir) if n.startswith(".staging")]
+    with open(os.path.join(export_dir, "export_report.json")) as f:
+        on_disk = json.load(f)
+    assert len(on_disk["artifacts"]) == 7
+    for artifact in on_disk["artifacts"]:
+        for key in ("path", "format", "quantization", "size_bytes", "argmax_agreement", "miou",
+                    "max_abs_error", "rel_l2_error"):
+            assert artifact[key] is not None, (artifact["path"], key)
+        assert artifact["size_bytes"] > 0
+    assert on_disk["reference"]["miou"] >= 0 and on_disk["model"]["params"] > 0
+    with open(os.path.join(export_dir, "export_report.md")) as f:
+        text = f.read()
+    assert "tflite/icnet_int8.tflite" in text and "GPU delegate" in text
+    assert ICNetConfig.load(os.path.join(export_dir, "plan.json")).plan == \
+        ICNetConfig.from_filter_scale(TINY, 19).plan
+
+
+def test_saved_model_cli_lists_both_signatures(exported):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    command = [cli] if os.path.exists(cli) else [
+        sys.executable, "-c",
+        "from tensorflow.python.tools import saved_model_cli; saved_model_cli.main()"]
+    out = subprocess.run(
+        [*command, "show", "--all", "--dir",
+         os.path.join(exported[0], "saved_model", "icnet", "1")],
+        capture_output=True, text=True, check=True).stdout
+    default = out[out.index("signature_def['serving_default']"):]
+    assert "inputs['images']" in default and "DT_UINT8" in default
+    assert "shape: (-1, 193, 257, 3)" in default
+    assert "outputs['class_ids']" in default and "outputs['logits']" in default
+    assert "shape: (-1, 49, 65, 19)" in default
+    bytes_sig = out[out.index("signature_def['serve_image_bytes']"):]
+    assert "inputs['image_bytes']" in bytes_sig and "DT_STRING" in bytes_sig
+    assert "outputs['class_ids']" in bytes_sig and "outputs['image_size']" in bytes_sig
+
+
+def run_rest(loaded, signature, body):
+    function = loaded.signatures[signature]
+    inputs = serving.rest_inputs(json.loads(json.dumps(body)),
+                                 function.structured_input_signature[1])
+    return {k: v.numpy() for k, v in function(**{k: tf.constant(v) for k, v in
+                                                 inputs.items()}).items()}
+
+
+def test_rest_requests_match_segmenter(exported, loaded, sources):
+    _, _, segmenter = exported
+    image = val_image(sources)
+    expected, _ = segmenter.segment(image)
+    by_tensor = run_rest(loaded, "serving_default", {"instances": [image.tolist()]})
+    assert by_tensor["class_ids"].shape == (1, *SIZE)
+    assert np.array_equal(by_tensor["class_ids"][0], expected)
+    assert np.allclose(by_tensor["logits"], segmenter.logits(image), atol=1e-4)
+    body = {"instances": [{"b64": base64.b64encode(png_bytes(image)).decode()}]}
+    by_bytes = run_rest(loaded, "serve_image_bytes", body)
+    assert np.array_equal(by_bytes["class_ids"][0], expected)
+    assert by_bytes["image_size"].tolist() == [list(SIZE)]
+    columnar = run_rest(loaded, "serve_image_bytes", {"inputs": [body["instances"][0]]})
+    assert np.array_equal(columnar["class_ids"], by_bytes["class_ids"])
+
+
+def test_bytes_of_other_sizes_are_resized_and_mapped_back(exported, loaded, sources):
+    _, _, segmenter = exported
+    small = np.asarray(Image.fromarray(val_image(sources, 1)).resize((300, 150)))
+    large = val_image(sources, 2)
+    out = loaded.signatures["serve_image_bytes"](
+        image_bytes=tf.constant([png_bytes(small), png_bytes(large)]))
+    assert out["image_size"].numpy().tolist() == [[150, 300], list(SIZE)]
+    class_ids = out["class_ids"].numpy()
+    assert class_ids.shape == (2, SIZE[0], 300)  # the batch's largest height and width
+    model = segmenter.model_for(SIZE)
+    resized = tf.image.resize(small.astype(np.float32), SIZE, method="bilinear")
+    logits = model(resized[None])["conv6_cls"]
+    expected = tf.argmax(resize_bilinear(logits, (150, 300), True), -1)[0].numpy()
+    assert np.array_equal(class_ids[0, :150, :300], expected)
+    assert (class_ids[0, 150:] == 255).all() and (class_ids[1, :, SIZE[1]:] == 255).all()
+    assert np.array_equal(class_ids[1, :, :SIZE[1]], segmenter.segment(large)[0])
+
+
+def test_warmup_file_holds_predict_requests(exported, loaded):
+    path = os.path.join(exported[0], "saved_model", "icnet", "1", "assets.extra",
+                        "tf_serving_warmup_requests")
+    requests = serving.read_warmup(path)
+    assert [r.model_spec.signature_name for r in requests] == ["serving_default",
+                                                              "serve_image_bytes"]
+    for request in requests:
+        assert request.model_spec.name == "icnet"
+        inputs = {name: tf.constant(tf.make_ndarray(proto))
+                  for name, proto in request.inputs.items()}
+        outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
+        assert outputs["class_ids"].dtype == tf.uint8
+
+
+def _png_claiming(width, height):
+    data = png_bytes(np.zeros((4, 4, 3), np.uint8))
+    ihdr = struct.pack(">II", width, height) + data[24:29]
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return data[:16] + ihdr + crc + data[33:]
+
+
+def _jpeg_claiming(width, height):
+    data = bytearray(jpeg_bytes(np.zeros((8, 8, 3), np.uint8)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"", "not a JPEG or PNG"),
+    (b"definitely not an image", "not a JPEG or PNG"),
+    (b"GIF89a" + b"\0" * 40, "not a JPEG or PNG"),
+    (b"\x89PNG\r\n\x1a\n", "not a JPEG or PNG"),  # truncated header
+    (None, "too large"),  # PNG header claiming 100000 x 100000
+    ("jpeg", "too large"),  # JPEG SOF claiming 60000 x 60000
+    ("corrupt", ""),  # a valid PNG header followed by garbage
+])
+def test_bad_image_bytes_fail_cleanly(loaded, data, message):
+    if data is None:
+        data = _png_claiming(100_000, 100_000)
+    elif data == "jpeg":
+        data = _jpeg_claiming(60_000, 60_000)
+    elif data == "corrupt":
+        data = png_bytes(np.zeros((40, 40, 3), np.uint8))[:40] + b"\x13" * 200
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message or None):
+        loaded.signatures["serve_image_bytes"](image_bytes=tf.constant([data]))
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 500  # the claimed images would take 28 GB / 10 GB
+    # The process is fine and the signature still works.
+    good = png_bytes(np.full((20, 30, 3), 128, np.uint8))
+    out = loaded.signatures["serve_image_bytes"](image_bytes=tf.constant([good]))
+    assert out["class_ids"].shape == (1, 20, 30)
+
+
+@pytest.mark.parametrize("images", [
+    np.zeros((1, *SIZE, 3), np.float32),  # wrong dtype
+    np.zeros((*SIZE, 3), np.uint8),  # wrong rank
+    np.zeros((1, 97, 129, 3), np.uint8),  # wrong size
+    np.zeros((1, *SIZE, 4), np.uint8),  # RGBA
+])
+def test_bad_image_tensors_fail_cleanly(loaded, images):
+    # (A loaded signature, like TF Serving, does not check shapes before running the graph:
+    # without the in-graph check a wrong rank aborts the process inside the conv kernel.)
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)) as error:
+        loaded.signatures["serving_default"](images=tf.constant(images))
+    if images.dtype == np.uint8:
+        assert "not compatible with expected shape [?,193,257,3]" in str(error.value)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not compatible"):
+        loaded.signatures["serve_image_bytes"](image_bytes=tf.constant(b""))  # rank 0
+    out = loaded.signatures["serving_default"](images=tf.zeros((1, *SIZE, 3), tf.uint8))
+    assert out["class_ids"].shape == (1, *SIZE)
+
+
+def test_rest_body_errors_name_the_problem(loaded):
+    specs = loaded.signatures["serving_default"].structured_input_signature[1]
+    with pytest.raises(ValueError, match="instances"):
+        serving.rest_inputs({}, specs)
+    with pytest.raises(ValueError, match="shape"):
+        serving.rest_inputs({"instances": [[[1, 2, 3]]]}, specs)
+
+
+# --------------------------------------------------------------------------------------------
+# TFLite and ONNX.
+
+def test_float_artifacts_match_keras(exported):
+    _, report, _ = exported
+    for path in ("saved_model/icnet/1", "onnx/icnet.onnx", "tflite/icnet_fp32.tflite",
+                 "tflite/icnet_fp16.tflite"):
+        assert entry(report, path)["argmax_agreement"] >= 0.999, path
+    for path in ("saved_model/icnet/1", "onnx/icnet.onnx", "tflite/icnet_fp32.tflite"):
+        assert entry(report, path)["rel_l2_error"] < 1e-5, path
+    assert entry(report, "tflite/icnet_fp16.tflite")["rel_l2_error"] < 1e-2
+    for quantization in ("dynamic", "int8", "qat"):
+        assert entry(report, f"tflite/icnet_{quantization}.tflite")["argmax_agreement"] > 0.85
+
+
+def test_tflite_gpu_verdicts_and_integer_inputs(exported):
+    export_dir, report, _ = exported
+    for quantization in ("fp32", "fp16"):
+        artifact = entry(report, f"tflite/icnet_{quantization}.tflite")
+        assert artifact["gpu_compatible"] is True and artifact["gpu_problems"] == []
+    from ai_edge_litert.interpreter import Interpreter
+    for quantization in ("int8", "qat"):
+        interpreter = Interpreter(os.path.join(export_dir, f"tflite/icnet_{quantization}.tflite"))
+        details = interpreter.get_input_details()[0]
+        assert details["dtype"] == np.uint8
+        assert details["quantization"] == (1.0, 0)  # raw pixels
+        floats = [t["name"] for t in interpreter.get_tensor_details()
+                  if t["dtype"] == np.float32]
+        assert len(floats) == 1, (quantization, floats)  # only the dequantized logits
+
+
+def test_tflite_reference_kernels_agree_with_xnnpack(exported, sources):
+    export_dir = exported[0]
+    image = val_image(sources)[None]
+    for quantization, agreement in (("fp32", 0.999), ("int8", 0.95)):  # int8 rounds differently
+        path = os.path.join(export_dir, f"tflite/icnet_{quantization}.tflite")
+        fast = TFLiteRunner(path, num_threads=2)(image)
+        reference = TFLiteRunner(path, num_threads=2, xnnpack=False)(image)
+        assert np.mean(fast.argmax(-1) == reference.argmax(-1)) >= agreement
+
+
+def test_onnx_is_valid_and_matches_tensorflow(exported, loaded, sources):
+    import onnx
+    path = os.path.join(exported[0], "onnx", "icnet.onnx")
+    onnx.checker.check_model(path, full_check=True)
+    model = onnx.load(path)
+    resizes = [n for n in model.graph.node if n.op_type == "Resize"]
+    assert resizes and all(len(n.input) == 4 and n.input[3] for n in resizes)  # explicit sizes
+    import onnxruntime as ort
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert (inp.name, inp.type, inp.shape) == ("images", "tensor(uint8)", ["batch", *SIZE, 3])
+    images = np.stack([val_image(sources, i) for i in range(2)])
+    logits, class_ids = session.run(["logits", "class_ids"], {"images": images})
+    expected = loaded.signatures["serving_default"](images=tf.constant(images))
+    assert np.allclose(logits, expected["logits"].numpy(), atol=1e-4)
+    assert np.mean(class_ids == expected["class_ids"].numpy()) > 0.999
+
+
+def test_onnx_resize_handler_gives_exact_sizes():
+    """The sizes where float scales lose a pixel (17 -> 33, 33 -> 17, ...), every mode."""
+    import onnxruntime as ort
+
+    from deploy import onnx_writer
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 17, 33, 4], tf.float32)])
+    def resizes(x):
+        return {"up": resize_bilinear(x, (33, 65), align_corners=True),
+                "down": resize_bilinear(x, (9, 17), align_corners=True),
+                "legacy": resize_bilinear(x, (25, 40), align_corners=False),
+                "half": tf.image.resize(x, (31, 63), method="bilinear")}
+
+    model = onnx_writer.convert(resizes, opset=13)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.RandomState(0).rand(2, 17, 33, 4).astype(np.float32)
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x})))
+    for name, value in resizes(tf.constant(x)).items():
+        assert got[name].shape == value.shape, name
+        assert np.allclose(got[name], value.numpy(), atol=1e-5), name
+
+
+# --------------------------------------------------------------------------------------------
+# Runners (deploy.predict's API) and quantization names.
+
+def test_open_runner_segments_like_the_checkpoint(exported, sources):
+    export_dir, _, segmenter = exported
+    image = val_image(sources, 3)
+    expected, _ = segmenter.segment(image)
+    for relative, kind in (("saved_model/icnet", "saved_model"),
+                           ("saved_model/icnet/1", "saved_model"),
+                           ("tflite/icnet_fp32.tflite", "tflite"), ("onnx/icnet.onnx", "onnx")):
+        path = os.path.join(export_dir, relative)
+        assert artifact_kind(path) == kind and is_artifact(path)
+        runner = open_runner(path, num_threads=2)
+        assert runner.input_size == SIZE
+        class_ids, probabilities, logits = segment(runner, image, with_logits=True)
+        assert probabilities.shape == (*SIZE, 19)
+        assert np.mean(class_ids == expected) >= 0.9999, relative
+        assert np.allclose(logits, segmenter.logits(image), atol=1e-4)
+    # A smaller image is padded like Segmenter pads it (to the same 32k+1 size here).
+    small = image[:180, :250]
+    class_ids, _ = segment(open_runner(os.path.join(export_dir, "onnx/icnet.onnx")), small)
+    assert class_ids.shape == (180, 250)
+    assert np.mean(class_ids == segmenter.segment(small)[0]) > 0.99
+    assert not is_artifact(os.path.join(export_dir, "plan.json"))
+    with pytest.raises(ValueError, match="not an exported artifact"):
+        open_runner(os.path.join(export_dir, "plan.json"))
+
+
+def test_quantization_names_are_a_closed_set():
+    assert parse_quantizations("int8, fp32") == ("fp32", "int8")
+    with pytest.raises(ValueError, match="unknown quantization 'int4'"):
+        quantization_spec("int4")
+    with pytest.raises(ValueError, match="unknown quantization"):
+        parse_quantizations("fp32,bf16")
+
+
+def test_qat_quantize_configs():
+    from deploy.quantize import quantization_aware_model
+    config, _ = tiny_model(batch_norm=False)
+    qat = quantization_aware_model(build_icnet(config, SIZE))
+    configs = {layer.layer.name: type(layer.quantize_config).__name__
+               for layer in qat.layers if hasattr(layer, "quantize_config")}
+    assert configs["preprocess"] == "OutputQuantizeConfig"
+    for name in ("data_sub2", "conv5_3_pool6", "conv5_3_pool6_interp", "sub12_sum_interp"):
+        assert configs[name] == "PassThroughQuantizeConfig", name
+    assert configs["conv1_1_3x3_s2"] == "ConvKernelQuantizeConfig"  # conv -> ReLU keeps kernel
+    assert configs["conv2_1_1x1_increase"] == "Default8BitConvQuantizeConfig"
+    assert configs["conv2_1"] == "NoOpQuantizeConfig"  # Add -> ReLU
+    conv = qat.get_layer("quant_conv1_1_3x3_s2")
+    assert any("kernel_min" in w.name for w in conv.weights)
+    with pytest.raises(ValueError, match="BN-merged"):
+        quantization_aware_model(build_icnet(tiny_model()[0], SIZE))
+
+
+# --------------------------------------------------------------------------------------------
+# Atomicity and the binary.
+
+def _small_options(export_dir, **changes):
+    return ExportOptions(export_dir, **{"input_size": SIZE, "formats": ("onnx",),
+                                        "parity_images": 0, "eval_images": 0,
+                                        "calibration_images": 0, **changes})
+
+
+def test_failed_export_leaves_nothing_and_versions_are_kept(tmp_path, weights_file, sources,
+                                                             monkeypatch):
+    export_dir = str(tmp_path / "out")
+    options = _small_options(export_dir, formats=("saved_model",))
+    version_dir = os.path.join(export_dir, "saved_model", "icnet", "1")
+
+    def fail(*args):
+        raise RuntimeError("injected failure")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(report_lib, "write", fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            export(weights_file, options, *sources)
+    assert os.listdir(export_dir) == []  # no version, no staging left
+    export(weights_file, options, *sources)
+    stamp = os.path.getmtime(os.path.join(version_dir, "saved_model.pb"))
+    with pytest.raises(FileExistsError, match="saved_model/icnet/1"):
+        export(weights_file, options, *sources)
+    overwrite = _small_options(export_dir, formats=("saved_model",), overwrite=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(report_lib, "write", fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            export(weights_file, overwrite, *sources)
+    assert os.path.getmtime(os.path.join(version_dir, "saved_model.pb")) == stamp
+    assert sorted(os.listdir(export_dir)) == ["export_report.json", "export_report.md",
+                                              "plan.json", "saved_model"]
+    version_2 = _small_options(export_dir, formats=("saved_model",), version=2, overwrite=True)
+    export(weights_file, version_2, *sources)
+    assert sorted(os.listdir(os.path.join(export_dir, "saved_model", "icnet"))) == ["1", "2"]
+
+
+def _export_command(model_dir, export_dir):
+    return [sys.executable, "-m", "deploy.export", "--model_dir", model_dir, "--export_dir",
+            export_dir, "--input_size", "193x257", "--formats", "saved_model,tflite",
+            "--quantize", "fp32", "--parity_images", "1", "--eval_images", "1",
+            "--calibration_images", "0"]
+
+
+def test_binary_killed_mid_export_leaves_no_version(tmp_path):
+    config, model = tiny_model(seed=1)
+    model_dir = str(tmp_path / "model")
+    save_model_checkpoint(model, config, model_dir)
+    export_dir = str(tmp_path / "out")
+    version_dir = os.path.join(export_dir, "saved_model", "icnet", "1")
+    process = subprocess.Popen(_export_command(model_dir, export_dir), cwd=REPO,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    try:
+        for line in process.stderr:
+            if "export: wrote saved_model" in line or time.time() > deadline:
+                break
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not os.path.exists(version_dir)
+    staged = [n for n in os.listdir(export_dir) if n.startswith(".staging-")]
+    assert staged and os.path.isfile(os.path.join(export_dir, staged[0], "saved_model", "icnet",
+                                                  "1", "saved_model.pb"))
+    # A rerun removes the dead run's staging dir and publishes a complete export.
+    result = subprocess.run(_export_command(model_dir, export_dir), cwd=REPO,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| `tflite/icnet_fp32.tflite` |" in result.stdout
+    assert os.listdir(export_dir) and not [n for n in os.listdir(export_dir)
+                                           if n.startswith(".staging-")]
+    assert os.path.isfile(os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests"))
+    with open(os.path.join(export_dir, "export_report.json")) as f:
+        report = json.load(f)
+    assert report["source"] == model_dir
+    assert entry(report, "tflite/icnet_fp32.tflite")["argmax_agreement"] >= 0.999
+    again = subprocess.run(_export_command(model_dir, export_dir), cwd=REPO,
+                           capture_output=True, text=True, check=False)
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+
+
+def test_export_with_pruning(tmp_path, weights_file, sources):
+    report = export(weights_file, _small_options(str(tmp_path / "out"), eval_images=1,
+                                                 parity_images=1),
+                    *sources, prune=PruneOptions(schedule=(0.5,)))
+    prune = report["prune"]
+    assert prune["stages"][-1]["params"] < prune["original"]["params"]
+    assert "miou" in prune["original"] and "miou" in prune["stages"][-1]
+    pruned = ICNetConfig.load(str(tmp_path / "out" / "pruned_model" / "plan.json"))
+    exported = ICNetConfig.load(str(tmp_path / "out" / "plan.json"))
+    assert exported.plan == pruned.plan != ICNetConfig.from_filter_scale(TINY, 19).plan
+    assert report["model"]["params"] == prune["stages"][-1]["params"]
+    assert "## Pruning" in (tmp_path / "out" / "export_report.md").read_text()
