@@ -4,9 +4,11 @@ Example:
   python -m deploy.predict --weights icnet_cityscapes_train_30k.npy --num_classes 19 \
       --filter_scale 1 --image street.png --output street_overlay.png --save_logits logits.npy
 
-`--weights` is a reference `.npy` (BN-merged or bnnomerge) or a training checkpoint (a model
-directory or checkpoint prefix with plan.json beside it). Any image size works: the image is
-padded to the next 32k+1, and the overlay has the input's size. `--save_logits` writes the
+`--weights` is a reference `.npy` (BN-merged or bnnomerge), a training checkpoint (a model
+directory or checkpoint prefix with plan.json beside it), or an exported artifact: a SavedModel
+directory, a `.tflite` or an `.onnx` file from deploy.export. Any image size works: the image is
+padded to the next 32k+1 (artifacts: to their fixed input size; larger images are resized), and
+the overlay has the input's size. `--save_logits` writes the
 `conv6_cls` logits (NHWC float32, batch 1, 1/4 of the padded size, before upsampling).
 """
 
@@ -20,9 +22,11 @@ from absl import app, flags
 
 from icnet.data.labels import palette_for
 from icnet.image_io import overlay, read_rgb, write_png
+from deploy.runners import is_artifact, open_runner, segment
 from icnet.inference import Segmenter, load_weights
 
-flags.DEFINE_string("weights", None, "Reference .npy file, or a checkpoint (model dir or prefix).")
+flags.DEFINE_string("weights", None, "Reference .npy, checkpoint (model dir or prefix), or an "
+                    "exported SavedModel dir, .tflite or .onnx file.")
 flags.DEFINE_integer("num_classes", None, "Class count; checked against the weights if given.")
 flags.DEFINE_float("filter_scale", None,
                    "1 (half width) or 2 (full width); checked against the weights if given.")
@@ -39,11 +43,17 @@ def run(weights: str, image_path: str, output: str, num_classes: int | None = No
         alpha: float = 0.5) -> np.ndarray:
     """Segments `image_path`, writes the overlay (and logits); returns the class ids."""
     image = read_rgb(image_path)
-    config, params = load_weights(weights, num_classes, filter_scale)
-    segmenter = Segmenter(config, params)
-    logits = segmenter.logits(image)
-    class_ids, _ = segmenter.decode(logits, image.shape[:2])
-    write_png(output, overlay(image, class_ids, palette_for(config.num_classes), alpha))
+    if is_artifact(weights):
+        class_ids, _, logits = segment(open_runner(weights), image, with_logits=True)
+        if num_classes is not None and logits.shape[-1] != num_classes:
+            raise ValueError(f"{weights}: has {logits.shape[-1]} classes, but --num_classes "
+                             f"is {num_classes}")
+    else:
+        config, params = load_weights(weights, num_classes, filter_scale)
+        segmenter = Segmenter(config, params)
+        logits = segmenter.logits(image)
+        class_ids, _ = segmenter.decode(logits, image.shape[:2])
+    write_png(output, overlay(image, class_ids, palette_for(logits.shape[-1]), alpha))
     if save_logits:
         os.makedirs(os.path.dirname(os.path.abspath(save_logits)), exist_ok=True)
         np.save(save_logits, logits)

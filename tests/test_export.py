@@ -386,6 +386,27 @@ def test_open_runner_segments_like_the_checkpoint(exported, sources):
         open_runner(os.path.join(export_dir, "plan.json"))
 
 
+def test_predict_gives_the_checkpoint_overlay_from_every_fp32_artifact(exported, weights_file,
+                                                                       sources, tmp_path):
+    export_dir = exported[0]
+    image_path = tmp_path / "scene.png"
+    Image.fromarray(val_image(sources, 2)).save(image_path)
+    overlays = {}
+    for name, weights in (("checkpoint", weights_file),
+                          ("saved_model", os.path.join(export_dir, "saved_model/icnet")),
+                          ("tflite", os.path.join(export_dir, "tflite/icnet_fp32.tflite")),
+                          ("onnx", os.path.join(export_dir, "onnx/icnet.onnx"))):
+        output = tmp_path / f"{name}.png"
+        result = subprocess.run([sys.executable, "-m", "deploy.predict", "--weights", weights,
+                                 "--image", str(image_path), "--output", str(output)],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        overlays[name] = np.asarray(Image.open(output))
+    for name in ("saved_model", "tflite", "onnx"):
+        same = np.all(overlays[name] == overlays["checkpoint"], axis=-1).mean()
+        assert same >= 0.999, name
+
+
 def test_quantization_names_are_a_closed_set():
     assert parse_quantizations("int8, fp32") == ("fp32", "int8")
     with pytest.raises(ValueError, match="unknown quantization 'int4'"):
