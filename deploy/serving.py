@@ -258,7 +258,8 @@ def rest_inputs(body: Mapping, input_specs: Mapping[str, tf.TensorSpec]) -> dict
 
     Args:
       body: the parsed JSON body.
-      input_specs: the signature's inputs by name (`concrete_function.structured_input_signature[1]`).
+      input_specs: the signature's inputs by name
+        (`concrete_function.structured_input_signature[1]`).
 
     Raises:
       ValueError: a malformed body or one whose inputs do not match the signature.
