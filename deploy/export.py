@@ -459,25 +459,12 @@ FLAGS = flags.FLAGS
 
 
 def _parse_prune(train_source: Source) -> PruneOptions:
-    given = [n for n in ("keep", "schedule", "keep_plan") if FLAGS[n].value is not None]
-    if len(given) > 1:
-        raise ValueError(f"give one of --keep, --schedule and --keep_plan, not "
-                         f"{' and '.join('--' + n for n in given)}")
-    keep_plan = None
-    if FLAGS.keep_plan:
-        keep_plan = ICNetConfig.load(FLAGS.keep_plan).plan
-        schedule = (1.0,)
-    elif FLAGS.schedule is not None:
-        schedule = prune_lib.parse_fractions(FLAGS.schedule, "schedule")
-    else:
-        schedule = (FLAGS.keep if FLAGS.keep is not None else 0.5,)
-    overrides = tuple(prune_lib.parse_overrides(FLAGS.keep_overrides)
-                      if FLAGS.keep_overrides else ())
+    schedule, keep_plan, overrides = prune_lib.schedule_from_flags()
     if FLAGS.finetune_steps < 0:
         raise ValueError(f"--finetune_steps must be >= 0, got {FLAGS.finetune_steps}")
     finetune_options = (train_options_from_flags("", FLAGS.finetune_steps, train_source)
                         if FLAGS.finetune_steps > 0 else None)
-    return PruneOptions(schedule=tuple(schedule), overrides=overrides, keep_plan=keep_plan,
+    return PruneOptions(schedule=schedule, overrides=tuple(overrides), keep_plan=keep_plan,
                         round_to=FLAGS.round_to, finetune=finetune_options)
 
 

@@ -693,28 +693,35 @@ def define_flags() -> None:
 FLAGS = flags.FLAGS
 
 
+def schedule_from_flags() -> tuple[tuple[float, ...], dict[str, int] | None,
+                                   list[tuple[str, float]]]:
+    """(schedule, keep_plan, overrides) from --keep, --schedule, --keep_plan, --keep_overrides."""
+    given = [name for name in ("keep", "schedule", "keep_plan")
+             if getattr(FLAGS, name) is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of --keep, --schedule and --keep_plan, not "
+                         f"{' and '.join('--' + n for n in given)}")
+    keep_plan = None
+    if FLAGS.keep_plan:
+        keep_plan = ICNetConfig.load(FLAGS.keep_plan).plan
+        schedule = (1.0,)
+    elif FLAGS.schedule is not None:
+        schedule = parse_fractions(FLAGS.schedule, "schedule")
+    else:
+        schedule = (FLAGS.keep if FLAGS.keep is not None else 0.5,)
+    for keep in schedule:
+        check_keep(keep, "--keep" if FLAGS.keep is not None else "--schedule keep")
+    overrides = parse_overrides(FLAGS.keep_overrides) if FLAGS.keep_overrides else []
+    return tuple(schedule), keep_plan, overrides
+
+
 def main(argv):
     del argv
     try:
         for name in ("model_dir", "output_dir"):
             if not getattr(FLAGS, name):
                 raise ValueError(f"--{name} is required")
-        given = [name for name in ("keep", "schedule", "keep_plan")
-                 if getattr(FLAGS, name) is not None]
-        if len(given) > 1:
-            raise ValueError(f"give one of --keep, --schedule and --keep_plan, not "
-                             f"{' and '.join('--' + n for n in given)}")
-        keep_plan = None
-        if FLAGS.keep_plan:
-            keep_plan = ICNetConfig.load(FLAGS.keep_plan).plan
-            schedule = (1.0,)
-        elif FLAGS.schedule is not None:
-            schedule = parse_fractions(FLAGS.schedule, "schedule")
-        else:
-            schedule = (FLAGS.keep if FLAGS.keep is not None else 0.5,)
-        for keep in schedule:
-            check_keep(keep, "--keep" if FLAGS.keep is not None else "--schedule keep")
-        overrides = parse_overrides(FLAGS.keep_overrides) if FLAGS.keep_overrides else []
+        schedule, keep_plan, overrides = schedule_from_flags()
         export_size = parse_size(FLAGS.export_size, "export_size")
         tf_keras.utils.set_random_seed(FLAGS.seed)
         finetune = train_source = eval_source = None
