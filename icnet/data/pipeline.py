@@ -15,8 +15,8 @@ from absl import logging
 from PIL import Image
 
 from icnet.data.labels import IGNORE_LABEL
+from icnet.layers import RGB_MEAN  # the model subtracts this, so image padding becomes 0
 
-RGB_MEAN = (123.68, 116.779, 103.939)  # the model subtracts this, so image padding becomes 0
 SCALE_RANGE = (0.5, 2.0)
 AUTOTUNE = tf.data.AUTOTUNE
 
