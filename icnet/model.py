@@ -146,7 +146,3 @@ def build_icnet(config: ICNetConfig, input_size: tuple[int, int],
         outputs["sub24_out"] = classifier(sub24, config, "sub24_out")
     return tf_keras.Model(images, outputs, name=name)
 
-
-def conv_layers(model: tf_keras.Model) -> dict[str, layers.Conv2D]:
-    """The model's convolutions by reference name."""
-    return {layer.name: layer for layer in model.layers if isinstance(layer, layers.Conv2D)}
