@@ -7,7 +7,8 @@ Examples:
   # A released reference file, TFLite int8 only, 100 calibration images from Cityscapes:
   python -m deploy.export --weights icnet_cityscapes_train_30k.npy --export_dir exports/c \\
       --formats tflite --quantize int8 --dataset cityscapes --data_dir /data/cityscapes
-  # Prune to half width with 200 fine-tuning steps, then export the pruned model:
+  # Prune to half width with 200 fine-tuning steps, then export the pruned model (and the
+  # unpruned one at fp32, side by side):
   python -m deploy.export --model_dir runs/fs2 --export_dir exports/p --prune --keep 0.5 \\
       --finetune_steps 200 --crop_size 513x513
 
@@ -21,8 +22,11 @@ an existing part is kept unless --overwrite):
   onnx/<model_name>.onnx                uint8 NHWC input like serving_default
   plan.json                             the exported model's channel plan
   pruned_model/                         with --prune: checkpoint, plan.json, prune_report.json
-  export_report.json / .md              per artifact: size, parity against the fp32 Keras
-                                        model, mIoU, TFLite GPU-delegate verdict
+  */<model_name>_unpruned*              with --prune: the source model, fp32, every format
+                                        (unless --noexport_unpruned)
+  export_report.json / .md              per model: params, GFLOPs, mIoU; per artifact: size,
+                                        parity against its model's fp32 Keras model, mIoU,
+                                        TFLite GPU-delegate verdict
 
 SavedModel and ONNX are float32; --quantize applies to TFLite. The pruning and dataset flags
 mean what deploy.prune's flags of the same names mean.
@@ -52,7 +56,13 @@ from deploy.quantize import (
     quantization_spec,
     transfer_qat_weights,
 )
-from deploy.runners import KerasRunner, OnnxRunner, SavedModelRunner, TFLiteRunner
+from deploy.runners import (
+    KerasRunner,
+    OnnxRunner,
+    Runner,
+    SavedModelRunner,
+    TFLiteRunner,
+)
 from deploy.staging import Staging
 from deploy.verify import SourceImages, compare_runners, evaluate_runners
 from icnet.config import PLAN_FILENAME, ICNetConfig
@@ -72,6 +82,7 @@ from train.common_flags import (
 
 FORMATS = ("saved_model", "tflite", "onnx")
 PRUNED_DIRNAME = "pruned_model"
+UNPRUNED_SUFFIX = "_unpruned"
 QAT_RANGE_IMAGES = 16  # calibration images that initialise the QAT activation ranges
 
 
@@ -112,6 +123,8 @@ class ExportOptions:
       max_image_pixels: largest image `serve_image_bytes` decodes.
       gpu_check: run the TFLite Analyzer's GPU-delegate check.
       seed: seed of the QAT data order.
+      export_unpruned: when pruning, also export the source model (fp32, every format) as
+        `<model_name>_unpruned`, for comparison.
     """
 
     export_dir: str
@@ -134,6 +147,7 @@ class ExportOptions:
     max_image_pixels: int = MAX_IMAGE_PIXELS
     gpu_check: bool = True
     seed: int = 0
+    export_unpruned: bool = True
 
     def __post_init__(self):
         if not self.model_name or not self.model_name.replace("_", "").replace("-", "").isalnum():
@@ -163,6 +177,11 @@ class ExportOptions:
     def tflite_quantizations(self) -> tuple[str, ...]:
         return self.quantizations if "tflite" in self.formats else ()
 
+    def unpruned(self) -> ExportOptions:
+        """The options of the unpruned source model's export: fp32 only, its own name."""
+        return dataclasses.replace(self, model_name=f"{self.model_name}{UNPRUNED_SUFFIX}",
+                                   quantizations=("fp32",))
+
     def saved_model_path(self) -> str:
         return os.path.join("saved_model", self.model_name, str(self.version))
 
@@ -173,16 +192,18 @@ class ExportOptions:
         return os.path.join("onnx", f"{self.model_name}.onnx")
 
 
-def _targets(options: ExportOptions, prune: bool) -> list[str]:
+def _targets(options: ExportOptions, prune: bool, unpruned: ExportOptions | None) -> list[str]:
+    """Every path the export publishes, SavedModel versions last (a model server polling the
+    base directory sees a version only once everything else is in place)."""
+    models = [m for m in (unpruned, options) if m is not None]
     targets = []
-    if "tflite" in options.formats:
-        targets += [options.tflite_path(q) for q in options.quantizations]
-    if "onnx" in options.formats:
-        targets.append(options.onnx_path())
+    for model in models:
+        targets += [model.tflite_path(q) for q in model.tflite_quantizations]
+        if "onnx" in model.formats:
+            targets.append(model.onnx_path())
     if prune:
         targets.append(PRUNED_DIRNAME)
-    if "saved_model" in options.formats:
-        targets.append(options.saved_model_path())
+    targets += [m.saved_model_path() for m in models if "saved_model" in m.formats]
     return targets + [PLAN_FILENAME, report_lib.JSON_NAME, report_lib.MARKDOWN_NAME]
 
 
@@ -254,9 +275,127 @@ def _qat_model(float_model: tf_keras.Model, config: ICNetConfig, weights: Weight
     return export_qat
 
 
+def _write_artifacts(staging: Staging, options: ExportOptions, model: tf_keras.Model,
+                     config: ICNetConfig, weights: WeightDict, train_source: Source | None,
+                     report: dict) -> dict[str, Runner]:
+    """Writes one model's artifacts (named after `options.model_name`) into the staging dir.
+
+    Appends an entry per artifact to `report["artifacts"]` and returns a runner per artifact.
+    """
+    runners = {}
+
+    def add(relative: str, fmt: str, quantization: str, runner: Runner, **extra) -> None:
+        entry = {"path": relative, "model": options.model_name, "format": fmt,
+                 "quantization": quantization,
+                 "size_bytes": _file_size(staging.path(relative)), **extra}
+        report["artifacts"].append(entry)
+        runners[relative] = runner
+        logging.info("export: wrote %s (%d bytes)", relative, entry["size_bytes"])
+
+    if "saved_model" in options.formats:
+        relative = options.saved_model_path()
+        path = staging.path(relative)
+        logging.info("export: %s SavedModel with signatures %s, %s", options.model_name,
+                     serving.DEFAULT_SIGNATURE, serving.BYTES_SIGNATURE)
+        module = serving.ICNetServingModule(model, options.max_image_pixels)
+        serving.save(module, path)
+        serving.write_warmup(module, path, options.model_name)
+        config.save(os.path.join(path, "assets.extra", PLAN_FILENAME))
+        add(relative, "saved_model", "fp32", SavedModelRunner(path),
+            signatures=[serving.DEFAULT_SIGNATURE, serving.BYTES_SIGNATURE])
+
+    if "onnx" in options.formats:
+        relative = options.onnx_path()
+        logging.info("export: %s ONNX (tf2onnx, opset %d, explicit resize sizes)",
+                     options.model_name, options.onnx_opset)
+        module = serving.ICNetServingModule(model, options.max_image_pixels)
+        onnx_writer.write(onnx_writer.convert(module.serve_images, options.onnx_opset),
+                          staging.path(relative))
+        add(relative, "onnx", "fp32", OnnxRunner(staging.path(relative), options.threads),
+            opset=options.onnx_opset)
+
+    calibration = SourceImages(train_source, options.calibration_images,
+                               options.input_size) if train_source is not None else None
+    for quantization in options.tflite_quantizations:
+        relative = options.tflite_path(quantization)
+        spec = quantization_spec(quantization)
+        logging.info("export: %s TFLite %s (%s)", options.model_name, quantization,
+                     spec.description)
+        source_model = model
+        if spec.quantization_aware:
+            report["qat"] = {}
+            source_model = _qat_model(model, config, weights, options, train_source,
+                                      calibration, report["qat"])
+        elif spec.calibrated:
+            logging.info("export: calibrating int8 on %d %s training images",
+                         len(calibration), train_source.name)
+        content = tflite_writer.convert(source_model, options.input_size, quantization,
+                                        calibration if spec.calibrated else None)
+        tflite_writer.write(content, staging.path(relative))
+        extra = {"input_dtype": "uint8" if spec.integer_only else "float32",
+                 "calibration_images": len(calibration) if spec.calibrated else 0}
+        if options.gpu_check:
+            verdict = tflite_writer.gpu_compatibility(content)
+            extra.update(gpu_compatible=verdict.compatible,
+                         gpu_problems=list(verdict.problems))
+            logging.info("export: %s GPU delegate: %s", relative,
+                         "compatible" if verdict.compatible else
+                         f"NOT compatible ({len(verdict.problems)} problems)")
+        add(relative, "tflite", quantization,
+            TFLiteRunner(staging.path(relative), options.threads), **extra)
+    return runners
+
+
+def _model_summary(model: tf_keras.Model, config: ICNetConfig, options: ExportOptions,
+                   pruned: bool) -> dict:
+    flops = count_flops(model, options.input_size)
+    return {"num_classes": config.num_classes, "params": int(model.count_params()),
+            "flops": flops, "gflops": round(flops / 1e9, 3), "pruned": pruned,
+            "plan": dict(config.plan)}
+
+
+def _verify(exported: dict[str, tuple[KerasRunner, dict[str, Runner]]], options: ExportOptions,
+            eval_source: Source | None, report: dict) -> None:
+    """Parity of every artifact against its own model's fp32 Keras model, then the mIoU of
+    every model and artifact in one pass over the val images."""
+    artifacts = {entry["path"]: entry for entry in report["artifacts"]}
+    if options.parity_images:
+        images = SourceImages(eval_source, options.parity_images, options.input_size)
+        report["parity_images"] = len(images)
+        for name, (reference, runners) in exported.items():
+            logging.info("export: parity of %d %s artifacts on %d %s/%s images", len(runners),
+                         name, len(images), eval_source.name, eval_source.split)
+            for relative, result in compare_runners(reference, runners, images).items():
+                artifacts[relative].update(result)
+    if not options.eval_images:
+        return
+    everything = {}
+    for name, (reference, runners) in exported.items():
+        everything[f"keras:{name}"] = reference
+        everything.update(runners)
+    logging.info("export: mIoU of %d fp32 Keras models and %d artifacts on %d images",
+                 len(exported), len(everything) - len(exported),
+                 min(options.eval_images, len(eval_source)))
+    results = evaluate_runners(everything, eval_source, options.eval_images)
+    for name in exported:
+        reference = results.pop(f"keras:{name}")
+        report["models"][name]["reference"] = {"format": "keras", "quantization": "fp32",
+                                               **reference}
+        report["eval_images"] = reference["eval_images"]
+    for relative, result in results.items():
+        entry = artifacts[relative]
+        entry.update(result)
+        entry["miou_delta"] = result["miou"] - report["models"][entry["model"]]["reference"][
+            "miou"]
+
+
 def export(model_path: str, options: ExportOptions, train_source: Source | None = None,
            eval_source: Source | None = None, prune: PruneOptions | None = None) -> dict:
     """Exports (and optionally first prunes) a model; returns the report.
+
+    With `prune`, the pruned model is exported as `options.model_name` in every format and
+    quantization, and (unless `options.export_unpruned` is False) the source model as
+    `<model_name>_unpruned` in every format at fp32, both verified, side by side in the report.
 
     Args:
       model_path: a model dir (checkpoint + plan.json), checkpoint prefix or reference `.npy`.
@@ -276,14 +415,28 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
     begin = time.time()
     config, weights = load_weights(model_path)
     _check_data(options, config, train_source, eval_source, prune)
-    staging = Staging(options.export_dir, _targets(options, prune is not None), options.overwrite)
+    unpruned = options.unpruned() if prune is not None and options.export_unpruned else None
+    staging = Staging(options.export_dir, _targets(options, prune is not None, unpruned),
+                      options.overwrite)
     with staging:
         logging.info("export: staging in %s", staging.root)
         report = {"model_name": options.model_name, "version": options.version,
                   "source": model_path, "input_size": list(options.input_size),
-                  "parity_images": 0, "eval_images": 0, "artifacts": [],
+                  "parity_images": 0, "eval_images": 0, "models": {}, "artifacts": [],
                   "data": {"train": getattr(train_source, "name", None),
                            "eval": getattr(eval_source, "name", None)}}
+        exported = {}
+        if unpruned is not None:
+            source_config, source_weights = merged(config, weights)
+            logging.info("export: building the unpruned fp32 model at %dx%d",
+                         *options.input_size)
+            source_model = build_inference_model(source_config, source_weights,
+                                                 options.input_size)
+            report["models"][unpruned.model_name] = _model_summary(
+                source_model, source_config, options, pruned=False)
+            runners = _write_artifacts(staging, unpruned, source_model, source_config,
+                                       source_weights, train_source, report)
+            exported[unpruned.model_name] = (KerasRunner(source_model), runners)
         if prune is not None:
             pruned_dir = staging.path(PRUNED_DIRNAME)
             logging.info("export: pruning %s (schedule %s) into %s", model_path,
@@ -300,91 +453,12 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
 
         logging.info("export: building the fp32 model at %dx%d", *options.input_size)
         model = build_inference_model(config, weights, options.input_size)
-        flops = count_flops(model, options.input_size)
-        report["model"] = {"num_classes": config.num_classes, "params": int(model.count_params()),
-                           "flops": flops, "gflops": round(flops / 1e9, 3),
-                           "plan": dict(config.plan)}
-        runners, artifacts = {}, {}
-
-        def add(relative: str, fmt: str, quantization: str, **extra):
-            entry = {"path": relative, "format": fmt, "quantization": quantization,
-                     "size_bytes": _file_size(staging.path(relative)), **extra}
-            artifacts[relative] = entry
-            report["artifacts"].append(entry)
-            logging.info("export: wrote %s (%d bytes)", relative, entry["size_bytes"])
-            return entry
-
-        if "saved_model" in options.formats:
-            relative = options.saved_model_path()
-            path = staging.path(relative)
-            logging.info("export: SavedModel with signatures %s, %s", serving.DEFAULT_SIGNATURE,
-                         serving.BYTES_SIGNATURE)
-            module = serving.ICNetServingModule(model, options.max_image_pixels)
-            serving.save(module, path)
-            serving.write_warmup(module, path, options.model_name)
-            config.save(os.path.join(path, "assets.extra", PLAN_FILENAME))
-            add(relative, "saved_model", "fp32",
-                signatures=[serving.DEFAULT_SIGNATURE, serving.BYTES_SIGNATURE])
-            runners[relative] = SavedModelRunner(path)
-
-        if "onnx" in options.formats:
-            relative = options.onnx_path()
-            logging.info("export: ONNX (tf2onnx, opset %d, explicit resize sizes)",
-                         options.onnx_opset)
-            module = serving.ICNetServingModule(model, options.max_image_pixels)
-            onnx_writer.write(onnx_writer.convert(module.serve_images, options.onnx_opset),
-                              staging.path(relative))
-            add(relative, "onnx", "fp32", opset=options.onnx_opset)
-            runners[relative] = OnnxRunner(staging.path(relative), options.threads)
-
-        calibration = SourceImages(train_source, options.calibration_images,
-                                   options.input_size) if train_source is not None else None
-        for quantization in options.tflite_quantizations:
-            relative = options.tflite_path(quantization)
-            spec = quantization_spec(quantization)
-            logging.info("export: TFLite %s (%s)", quantization, spec.description)
-            source_model = model
-            if spec.quantization_aware:
-                report["qat"] = {}
-                source_model = _qat_model(model, config, weights, options, train_source,
-                                          calibration, report["qat"])
-            elif spec.calibrated:
-                logging.info("export: calibrating int8 on %d %s training images",
-                             len(calibration), train_source.name)
-            content = tflite_writer.convert(source_model, options.input_size, quantization,
-                                            calibration if spec.calibrated else None)
-            tflite_writer.write(content, staging.path(relative))
-            extra = {"input_dtype": "uint8" if spec.integer_only else "float32",
-                     "calibration_images": len(calibration) if spec.calibrated else 0}
-            if options.gpu_check:
-                verdict = tflite_writer.gpu_compatibility(content)
-                extra.update(gpu_compatible=verdict.compatible,
-                             gpu_problems=list(verdict.problems))
-                logging.info("export: %s GPU delegate: %s", relative,
-                             "compatible" if verdict.compatible else
-                             f"NOT compatible ({len(verdict.problems)} problems)")
-            add(relative, "tflite", quantization, **extra)
-            runners[relative] = TFLiteRunner(staging.path(relative), options.threads)
-
-        reference = KerasRunner(model)
-        if options.parity_images and runners:
-            images = SourceImages(eval_source, options.parity_images, options.input_size)
-            logging.info("export: parity of %d artifacts on %d %s/%s images", len(runners),
-                         len(images), eval_source.name, eval_source.split)
-            report["parity_images"] = len(images)
-            for relative, result in compare_runners(reference, runners, images).items():
-                artifacts[relative].update(result)
-        if options.eval_images:
-            logging.info("export: mIoU of the fp32 Keras model and %d artifacts on %d images",
-                         len(runners), min(options.eval_images, len(eval_source)))
-            results = evaluate_runners({"keras_fp32": reference, **runners}, eval_source,
-                                       options.eval_images)
-            report["reference"] = {"format": "keras", "quantization": "fp32",
-                                   **results.pop("keras_fp32")}
-            report["eval_images"] = report["reference"]["eval_images"]
-            for relative, result in results.items():
-                artifacts[relative].update(result)
-                artifacts[relative]["miou_delta"] = result["miou"] - report["reference"]["miou"]
+        report["models"][options.model_name] = _model_summary(model, config, options,
+                                                              pruned=prune is not None)
+        runners = _write_artifacts(staging, options, model, config, weights, train_source,
+                                   report)
+        exported[options.model_name] = (KerasRunner(model), runners)
+        _verify(exported, options, eval_source, report)
         report["seconds"] = round(time.time() - begin, 1)
         report_lib.write(report, staging.root)
         logging.info("export: publishing into %s", options.export_dir)
@@ -439,6 +513,8 @@ def define_flags() -> None:
     # Pruning (deploy.prune) before the export; its fine-tuning uses the training flags.
     flags.DEFINE_bool("prune", False, "Prune first with deploy.prune; the pruned model dir is "
                       "exported as pruned_model/.")
+    flags.DEFINE_bool("export_unpruned", True, "With --prune, also export the source model "
+                      "(fp32, every format) as <model_name>_unpruned, side by side.")
     flags.DEFINE_float("keep", None, "Fraction of every group's channels to keep, one shot "
                        "(default 0.5 unless --schedule or --keep_plan).")
     flags.DEFINE_string("schedule", None, "Progressive keeps of the ORIGINAL widths, e.g. "
@@ -499,7 +575,7 @@ def main(argv):
                            if FLAGS.qat_crop_size else None),
             onnx_opset=FLAGS.onnx_opset, threads=FLAGS.threads or None,
             max_image_pixels=FLAGS.max_image_pixels, gpu_check=FLAGS.gpu_check,
-            seed=FLAGS.seed)
+            seed=FLAGS.seed, export_unpruned=FLAGS.export_unpruned)
         if not FLAGS.synthetic_size:
             FLAGS.synthetic_size = FLAGS.input_size
         tf_keras.utils.set_random_seed(FLAGS.seed)

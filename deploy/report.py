@@ -21,8 +21,8 @@ def _size(size: int) -> str:
     return f"{size / 2**20:.2f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
 
 
-_TABLE_HEADER = ("| artifact | format | quantization | size | max abs err | rel L2 err | "
-                 "argmax agreement | mIoU | ΔmIoU vs fp32 | s/image | GPU delegate |")
+_TABLE_HEADER = ("| artifact | model | format | quantization | size | max abs err | rel L2 err | "
+                 "argmax agreement | mIoU | ΔmIoU vs its fp32 | s/image | GPU delegate |")
 
 
 def _artifact_row(a: dict) -> str:
@@ -30,31 +30,38 @@ def _artifact_row(a: dict) -> str:
     gpu_text = "n/a" if gpu is None else ("compatible" if gpu else "NOT compatible")
     delta = a.get("miou_delta")
     delta_text = "n/a" if delta is None else f"{100 * delta:+.2f} pt"
-    cells = [f"`{a['path']}`", a["format"], a["quantization"], _size(a["size_bytes"]),
-             _num(a.get("max_abs_error")), _num(a.get("rel_l2_error")),
+    cells = [f"`{a['path']}`", a.get("model", ""), a["format"], a["quantization"],
+             _size(a["size_bytes"]), _num(a.get("max_abs_error")), _num(a.get("rel_l2_error")),
              _pct(a.get("argmax_agreement"), 3), _pct(a.get("miou")), delta_text,
              _num(a.get("seconds_per_image"), ".3f"), gpu_text]
     return "| " + " | ".join(cells) + " |"
 
 
+def _models_table(models: dict) -> list[str]:
+    lines = ["| model | pruned | params | GFLOPs | fp32 Keras mIoU |", "|---|---|---|---|---|"]
+    for name, model in models.items():
+        miou = (model.get("reference") or {}).get("miou")
+        lines.append(f"| {name} | {'yes' if model.get('pruned') else 'no'} | "
+                     f"{model['params']:,} | {model['gflops']:.2f} | {_pct(miou)} |")
+    return lines
+
+
 def markdown(report: dict) -> str:
-    """The report as Markdown: model, one table row per artifact, GPU notes, QAT, pruning."""
-    model = report["model"]
+    """The report as Markdown: models, one table row per artifact, GPU notes, QAT, pruning."""
     height, width = report["input_size"]
     lines = [
         f"# Export report: {report['model_name']} version {report['version']}",
         "",
         f"- source: `{report['source']}`",
-        f"- input size: {height}x{width} (uint8 RGB; logits at 1/4)",
-        (f"- model: {model['num_classes']} classes, {model['params']:,} parameters, "
-         f"{model['gflops']:.2f} GFLOPs (BN-merged)"),
-        (f"- parity: logits against the fp32 Keras model on {report['parity_images']} "
-         f"{report['data']['eval']} images; mIoU on {report['eval_images']} images"),
+        f"- input size: {height}x{width} (uint8 RGB; logits at 1/4); GFLOPs of the BN-merged "
+        f"model at this size",
+        (f"- parity: logits against each model's own fp32 Keras model on "
+         f"{report['parity_images']} {report['data']['eval']} images; mIoU on "
+         f"{report['eval_images']} images"),
+        "",
+        *_models_table(report["models"]),
+        "", _TABLE_HEADER, "|---" * 12 + "|",
     ]
-    reference = report.get("reference") or {}
-    if reference.get("miou") is not None:
-        lines.append(f"- fp32 Keras reference mIoU: {_pct(reference['miou'])}")
-    lines += ["", _TABLE_HEADER, "|---" * 11 + "|"]
     lines += [_artifact_row(a) for a in report["artifacts"]]
     problems = [(a["path"], a["gpu_problems"]) for a in report["artifacts"]
                 if a.get("gpu_problems")]
@@ -72,7 +79,8 @@ def markdown(report: dict) -> str:
     prune = report.get("prune")
     if prune:
         before, after = prune["original"], prune["stages"][-1]
-        lines += ["", "## Pruning", "", "| | params | GFLOPs | mIoU |", "|---|---|---|---|"]
+        lines += ["", "## Pruning (deploy.prune, mIoU through the checkpoint's Segmenter)", "",
+                  "| | params | GFLOPs | mIoU |", "|---|---|---|---|"]
         for label, stage in (("before", before), ("after", after)):
             lines.append(f"| {label} | {stage['params']:,} | {stage['gflops']:.2f} | "
                          f"{_pct(stage.get('miou'))} |")

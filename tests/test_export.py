@@ -125,7 +125,9 @@ def test_layout_and_report(exported):
                     "max_abs_error", "rel_l2_error"):
             assert artifact[key] is not None, (artifact["path"], key)
         assert artifact["size_bytes"] > 0
-    assert on_disk["reference"]["miou"] >= 0 and on_disk["model"]["params"] > 0
+    assert {a["model"] for a in on_disk["artifacts"]} == {"icnet"}
+    model = on_disk["models"]["icnet"]
+    assert model["reference"]["miou"] >= 0 and model["params"] > 0 and not model["pruned"]
     with open(os.path.join(export_dir, "export_report.md")) as f:
         text = f.read()
     assert "tflite/icnet_int8.tflite" in text and "GPU delegate" in text
@@ -519,8 +521,9 @@ def test_binary_killed_mid_export_leaves_no_version(tmp_path):
 
 
 def test_export_with_pruning(tmp_path, weights_file, sources):
-    report = export(weights_file, _small_options(str(tmp_path / "out"), eval_images=1,
-                                                 parity_images=1),
+    options = _small_options(str(tmp_path / "out"), eval_images=1, parity_images=1,
+                             formats=("saved_model", "tflite", "onnx"), gpu_check=False)
+    report = export(weights_file, options,
                     *sources, prune=PruneOptions(schedule=(0.5,)))
     prune = report["prune"]
     assert prune["stages"][-1]["params"] < prune["original"]["params"]
@@ -528,5 +531,19 @@ def test_export_with_pruning(tmp_path, weights_file, sources):
     pruned = ICNetConfig.load(str(tmp_path / "out" / "pruned_model" / "plan.json"))
     exported = ICNetConfig.load(str(tmp_path / "out" / "plan.json"))
     assert exported.plan == pruned.plan != ICNetConfig.from_filter_scale(TINY, 19).plan
-    assert report["model"]["params"] == prune["stages"][-1]["params"]
-    assert "## Pruning" in (tmp_path / "out" / "export_report.md").read_text()
+    assert report["models"]["icnet"]["params"] == prune["stages"][-1]["params"]
+    assert report["models"]["icnet_unpruned"]["params"] == prune["original"]["params"]
+    assert report["models"]["icnet"]["pruned"]
+    assert not report["models"]["icnet_unpruned"]["pruned"]
+    # The source model, fp32 in every format, beside the pruned one; each verified against
+    # its own Keras model.
+    unpruned = [a for a in report["artifacts"] if a["model"] == "icnet_unpruned"]
+    assert {a["path"] for a in unpruned} == {"saved_model/icnet_unpruned/1",
+                                             "onnx/icnet_unpruned.onnx",
+                                             "tflite/icnet_unpruned_fp32.tflite"}
+    for artifact in report["artifacts"]:
+        assert os.path.exists(tmp_path / "out" / artifact["path"])
+        if artifact["quantization"] == "fp32":
+            assert artifact["argmax_agreement"] >= 0.999, artifact["path"]
+    text = (tmp_path / "out" / "export_report.md").read_text()
+    assert "## Pruning" in text and "| icnet_unpruned | no |" in text
