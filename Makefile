@@ -19,18 +19,56 @@ $(STAMP): setup.py setup.cfg
 test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
 
-# The pipeline on the embedded synthetic scenes: train, evaluate, segment one image.
+# The kit's main job on the embedded synthetic street scenes, in six steps: render sample
+# scenes, train a full-width ICNet, prune it to half width with fine-tuning and export every
+# quantization and format with parity checks (deploy.export), benchmark every artifact, write
+# the report, segment a scene with the pruned int8 model. The variables below size it; the
+# tests run the same recipe with a tiny model and input (tests/test_demo.py).
 DEMO_DIR ?= runs/demo
-DEMO_STEPS ?= 800
+REPORT_DIR ?= reports
+DEMO_INPUT_SIZE ?= 1025x2049
+DEMO_SCENE_SIZE ?= 1024x2048
+DEMO_FILTER_SCALE ?= 2
+DEMO_STEPS ?= 200
+DEMO_BATCH ?= 8
+DEMO_CROP ?= 256x512
+DEMO_SCENES ?= 300
+DEMO_FINETUNE_STEPS ?= 150
+DEMO_QAT_STEPS ?= 30
+DEMO_QAT_CROP ?= 513x1025
+DEMO_CALIBRATION ?= 100
+DEMO_PARITY ?= 10
+DEMO_EVAL ?= 30
+DEMO_BENCH_FLAGS ?= --threads 2 --warmup 2 --runs 5
+DEMO_SCENE_FLAGS = --synthetic_size $(DEMO_SCENE_SIZE) --synthetic_count $(DEMO_SCENES) \
+    --crop_size $(DEMO_CROP) --batch_size $(DEMO_BATCH)
+DEMO_SAMPLE = $(DEMO_DIR)/scenes/leftImg8bit/val/synth/synth_000000_000019_leftImg8bit.png
+
 demo: $(STAMP)
-	$(PY) -m train.train --model_dir $(DEMO_DIR)/fs1 --filter_scale 1 --steps $(DEMO_STEPS) \
-	    --log_every 50
-	$(PY) -m train.evaluate --model_dir $(DEMO_DIR)/fs1 --num_images 100 \
-	    --json $(DEMO_DIR)/fs1/eval.json
-	$(PY) -m icnet.data.synthetic --out $(DEMO_DIR)/scenes --train 0 --val 1 --size 512x1024
-	$(PY) -m deploy.predict --weights $(DEMO_DIR)/fs1 \
-	    --image $(DEMO_DIR)/scenes/leftImg8bit/val/synth/synth_000000_000019_leftImg8bit.png \
-	    --output $(DEMO_DIR)/overlay.png
+	@echo "== demo 1/6: render sample street scenes ($(DEMO_SCENE_SIZE)) into $(DEMO_DIR)/scenes"
+	$(PY) -m icnet.data.synthetic --out $(DEMO_DIR)/scenes --train 0 --val 2 \
+	    --size $(DEMO_SCENE_SIZE)
+	@echo "== demo 2/6: train a full-width ICNet (filter_scale $(DEMO_FILTER_SCALE), $(DEMO_STEPS) steps)"
+	$(PY) -m train.train --model_dir $(DEMO_DIR)/full --filter_scale $(DEMO_FILTER_SCALE) \
+	    --steps $(DEMO_STEPS) $(DEMO_SCENE_FLAGS) --log_every 10
+	@echo "== demo 3/6: prune to half width, fine-tune, quantize, export, verify"
+	$(PY) -m deploy.export --model_dir $(DEMO_DIR)/full --export_dir $(DEMO_DIR)/export \
+	    --overwrite --prune --keep 0.5 --finetune_steps $(DEMO_FINETUNE_STEPS) \
+	    --learning_rate 1e-3 --log_every 10 $(DEMO_SCENE_FLAGS) --input_size $(DEMO_INPUT_SIZE) \
+	    --quantize fp32,fp16,dynamic,int8,qat --formats saved_model,tflite,onnx \
+	    --qat_steps $(DEMO_QAT_STEPS) $(if $(DEMO_QAT_CROP),--qat_crop_size $(DEMO_QAT_CROP)) \
+	    --calibration_images $(DEMO_CALIBRATION) --parity_images $(DEMO_PARITY) \
+	    --eval_images $(DEMO_EVAL)
+	@echo "== demo 4/6: benchmark every artifact"
+	$(PY) -m benchmarks.latency --export_dir $(DEMO_DIR)/export $(DEMO_BENCH_FLAGS) \
+	    --json $(DEMO_DIR)/latency.json
+	@echo "== demo 5/6: the report"
+	$(PY) -m benchmarks.report --export_dir $(DEMO_DIR)/export \
+	    --latency $(DEMO_DIR)/latency.json --out $(REPORT_DIR)
+	@echo "== demo 6/6: segment a scene with the pruned int8 TFLite model"
+	$(PY) -m deploy.predict --weights $(DEMO_DIR)/export/tflite/icnet_int8.tflite \
+	    --image $(DEMO_SAMPLE) --output $(DEMO_DIR)/overlay.png
+	@echo "== demo done: $(REPORT_DIR)/REPORT.md, $(DEMO_DIR)/export, $(DEMO_DIR)/overlay.png"
 
 clean:
 	rm -rf $(VENV) runs exports reports/*.png .pytest_cache

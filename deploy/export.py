@@ -445,7 +445,9 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
                 model_path, pruned_dir, prune.schedule, overrides=prune.overrides,
                 keep_plan=prune.keep_plan, round_to=prune.round_to, finetune=prune.finetune,
                 train_source=train_source, eval_source=eval_source,
-                eval_images=options.eval_images, export_size=options.input_size)
+                # Both models' mIoU is measured below when the unpruned one is exported too.
+                eval_images=0 if unpruned is not None else options.eval_images,
+                export_size=options.input_size)
             report["prune"]["output"] = report["pruned_model_dir"] = PRUNED_DIRNAME
             config, weights = load_weights(pruned_dir)
         config, weights = merged(config, weights)

@@ -79,12 +79,14 @@ def markdown(report: dict) -> str:
     prune = report.get("prune")
     if prune:
         before, after = prune["original"], prune["stages"][-1]
-        lines += ["", "## Pruning (deploy.prune, mIoU through the checkpoint's Segmenter)", "",
-                  "| | params | GFLOPs | mIoU |", "|---|---|---|---|"]
-        for label, stage in (("before", before), ("after", after)):
-            lines.append(f"| {label} | {stage['params']:,} | {stage['gflops']:.2f} | "
-                         f"{_pct(stage.get('miou'))} |")
-        lines += ["", (f"FLOPs x{after['flops'] / before['flops']:.3f}; schedule "
+        lines += ["", "## Pruning", ""]
+        if "miou" in before:  # measured by deploy.prune when the unpruned model is not exported
+            lines += ["| | params | GFLOPs | mIoU |", "|---|---|---|---|"]
+            for label, stage in (("before", before), ("after", after)):
+                lines.append(f"| {label} | {stage['params']:,} | {stage['gflops']:.2f} | "
+                             f"{_pct(stage.get('miou'))} |")
+            lines.append("")
+        lines += [(f"FLOPs x{after['flops'] / before['flops']:.3f}; schedule "
                        f"{[s['keep'] for s in prune['stages']]}, "
                        f"{prune.get('finetune_steps', 0)} fine-tuning steps per stage. The "
                        f"pruned checkpoint is in `{report.get('pruned_model_dir')}`.")]

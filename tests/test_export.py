@@ -527,7 +527,10 @@ def test_export_with_pruning(tmp_path, weights_file, sources):
                     *sources, prune=PruneOptions(schedule=(0.5,)))
     prune = report["prune"]
     assert prune["stages"][-1]["params"] < prune["original"]["params"]
-    assert "miou" in prune["original"] and "miou" in prune["stages"][-1]
+    # Both models are evaluated by the export itself (deploy.prune does not repeat it).
+    assert "miou" not in prune["original"]
+    for name in ("icnet", "icnet_unpruned"):
+        assert report["models"][name]["reference"]["miou"] >= 0
     pruned = ICNetConfig.load(str(tmp_path / "out" / "pruned_model" / "plan.json"))
     exported = ICNetConfig.load(str(tmp_path / "out" / "plan.json"))
     assert exported.plan == pruned.plan != ICNetConfig.from_filter_scale(TINY, 19).plan
@@ -547,3 +550,13 @@ def test_export_with_pruning(tmp_path, weights_file, sources):
             assert artifact["argmax_agreement"] >= 0.999, artifact["path"]
     text = (tmp_path / "out" / "export_report.md").read_text()
     assert "## Pruning" in text and "| icnet_unpruned | no |" in text
+
+
+def test_export_with_pruning_only_the_pruned_model(tmp_path, weights_file, sources):
+    options = _small_options(str(tmp_path / "out"), eval_images=1, export_unpruned=False)
+    report = export(weights_file, options, *sources, prune=PruneOptions(schedule=(0.5,)))
+    assert [a["path"] for a in report["artifacts"]] == ["onnx/icnet.onnx"]
+    assert list(report["models"]) == ["icnet"]
+    # deploy.prune measured the mIoU before and after.
+    assert "miou" in report["prune"]["original"] and "miou" in report["prune"]["stages"][-1]
+    assert "| before |" in (tmp_path / "out" / "export_report.md").read_text()

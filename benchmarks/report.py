@@ -1,0 +1,643 @@
+"""REPORT.md from a latency run (benchmarks.latency) and its export's export_report.json.
+
+Example:
+  python -m benchmarks.report --export_dir exports/p --latency reports/latency.json \\
+      --out reports/
+
+Writes --out/REPORT.md (the machine, one table row per latency result, the acceptance ratios,
+the published reference numbers beside ours) and two plots it links: mIoU against latency and
+size against latency. Every result appears, including the unavailable and failed ones with
+their reason. Speedups are against the full-width fp32 model: the fp32 SavedModel under
+tf_cpu, at the same thread count, of the model the export report marks unpruned (the
+`<name>_unpruned` model of a pruned export, or the only model of an unpruned one).
+
+The functions take the loaded dicts, so the report can be built without the binary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+from absl import app, flags, logging
+
+EXPORT_REPORT = "export_report.json"
+REPORT_NAME = "REPORT.md"
+MIOU_PLOT = "miou_vs_latency.png"
+SIZE_PLOT = "size_vs_latency.png"
+GPU_RUNTIMES = ("tf_gpu", "tflite_gpu", "onnxruntime_cuda")
+
+# Published numbers (the seed README, the ICNet paper, and the reference graph timed on the
+# development machine), kept here as data: a user's clone has no copy of the sources.
+PUBLISHED = (
+    ("Cityscapes val mIoU, train_30k (fs=1)", "67.26% (TF port) / 67.7% (Caffe)",
+     "seed README"),
+    ("Cityscapes val mIoU, trainval_90k", "80.90%", "seed README"),
+    ("ADE20K val mIoU, fs=2", "32.25%", "seed README"),
+    ("speed at 1024x2048, Titan Xp", "0.037 s (about 27 fps)", "seed README"),
+    ("speed at 1024x2048, Titan X (Maxwell)", "about 30 fps", "ICNet paper"),
+    ("reference graph fs=1, 1024x2048, 2-core AVX-512 CPU, TF 2.21 fp32", "0.156 s",
+     "measured (median of 5)"),
+    ("reference graph fs=2, same", "0.518 s", "measured"),
+)
+REFERENCE_CPU_S = {"fs1": 0.156, "fs2": 0.518}
+CITYSCAPES_MIOU_FS1 = 0.6726
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the inputs defensively.
+
+def model_info(export_report: dict) -> dict[str, dict]:
+    """{model name: {"params", "gflops", "pruned", "reference": {"miou"}, ...}}.
+
+    Reads the `models` dict; an older single-model report's `model` becomes one entry.
+    """
+    models = export_report.get("models")
+    if isinstance(models, dict):
+        return {name: info for name, info in models.items() if isinstance(info, dict)}
+    single = export_report.get("model")
+    if isinstance(single, dict):
+        info = dict(single)
+        info.setdefault("pruned", bool(export_report.get("prune")))
+        if isinstance(export_report.get("reference"), dict):
+            info.setdefault("reference", export_report["reference"])
+        return {export_report.get("model_name") or "model": info}
+    return {}
+
+
+def artifact_info(export_report: dict) -> dict[str, dict]:
+    """{artifact path: its export_report entry}."""
+    return {os.path.normpath(a["path"]): a for a in export_report.get("artifacts") or []
+            if isinstance(a, dict) and a.get("path")}
+
+
+def _model_names(results: list[dict], models: dict) -> list[str]:
+    names = {r.get("model") for r in results if r.get("model")} | set(models)
+    return sorted(names)
+
+
+def full_width_model(results: list[dict], models: dict) -> str | None:
+    """The model the speedups are against: unpruned (`pruned` false) in the export report;
+    without that flag, the `_unpruned` one, or the only model."""
+    unpruned = sorted(n for n, m in models.items() if m.get("pruned") is False)
+    if len(unpruned) > 1:
+        suffixed = [n for n in unpruned if n.endswith("_unpruned")]
+        return (suffixed or unpruned)[0]
+    if unpruned:
+        return unpruned[0]
+    names = _model_names(results, models)
+    suffixed = [n for n in names if n.endswith("_unpruned")]
+    if suffixed:
+        return suffixed[0]
+    if len(names) == 1 and not any(m.get("pruned") for m in models.values()):
+        return names[0]
+    return None
+
+
+def pruned_model(results: list[dict], models: dict) -> str | None:
+    """The pruned model (`pruned` true in the export report; without the flag, X beside
+    X_unpruned); None for an export without pruning."""
+    pruned = sorted(n for n, m in models.items() if m.get("pruned") is True)
+    if pruned:
+        return pruned[0]
+    full = full_width_model(results, models)
+    names = _model_names(results, models)
+    if full and full.endswith("_unpruned") and full[:-len("_unpruned")] in names:
+        return full[:-len("_unpruned")]
+    return None
+
+
+def find(results: list[dict], model: str | None, fmt: str, quantization: str, runtime: str,
+         threads: int | None) -> dict | None:
+    """The first result of that model, format, quantization, runtime and thread count (an ok
+    one when there are several)."""
+    if model is None:
+        return None
+    matches = [r for r in results if r.get("model") == model and r.get("format") == fmt
+               and r.get("quantization") == quantization and r.get("runtime") == runtime
+               and r.get("threads") == threads]
+    ok = [r for r in matches if r.get("status") == "ok"]
+    return (ok or matches or [None])[0]
+
+
+def _ok(result: dict | None) -> bool:
+    return bool(result) and result.get("status") == "ok" and bool(result.get("median_s"))
+
+
+def baseline(results: list[dict], models: dict, threads: int | None) -> dict | None:
+    """The full-width fp32 SavedModel tf_cpu result at `threads` (ok or not; None if absent)."""
+    return find(results, full_width_model(results, models), "saved_model", "fp32", "tf_cpu",
+                threads)
+
+
+def _baseline_threads(results: list[dict], models: dict) -> int | None:
+    """The largest thread count with an ok baseline (what GPU rows are compared with)."""
+    counts = sorted({r["threads"] for r in results if r.get("threads")}, reverse=True)
+    for count in counts:
+        if _ok(baseline(results, models, count)):
+            return count
+    return None
+
+
+def speedup(result: dict, results: list[dict], models: dict) -> tuple[float | None, int | None]:
+    """(baseline median / this median, the baseline's thread count) or (None, None)."""
+    if not _ok(result):
+        return None, None
+    threads = result.get("threads")
+    if threads is None:
+        threads = _baseline_threads(results, models)
+    base = baseline(results, models, threads)
+    if not _ok(base):
+        return None, None
+    return base["median_s"] / result["median_s"], threads
+
+
+# --------------------------------------------------------------------------------------------
+# Acceptance ratios.
+
+def _label(model: str | None, fmt: str, quantization: str, runtime: str,
+           threads: int | None) -> str:
+    kind = {"saved_model": "SavedModel", "tflite": "TFLite", "onnx": "ONNX"}[fmt]
+    where = "" if threads is None else f", {threads} threads"
+    return f"{model or '(none)'} {quantization} {kind} under {runtime}{where}"
+
+
+def _ratio(check: str, numerator: tuple, denominator: tuple, target: float,
+           results: list[dict], missing_model: str | None = None) -> dict:
+    """One ratio of medians, numerator / denominator, against `target` (met when <=)."""
+    row = {"check": check, "numerator": _label(*numerator), "denominator": _label(*denominator),
+           "target": target, "value": None, "met": None, "why": None}
+    if missing_model:
+        row["why"] = missing_model
+        return row
+    for part in (numerator, denominator):
+        result = find(results, *part)
+        if not _ok(result):
+            state = "not measured" if result is None else (
+                f"{result.get('status')}: {result.get('reason') or result.get('error')}")
+            row["why"] = f"no ok result for {_label(*part)} ({state})"
+            return row
+    value = find(results, *numerator)["median_s"] / find(results, *denominator)["median_s"]
+    row.update(value=value, met=value <= target)
+    return row
+
+
+def acceptance_ratios(results: list[dict], models: dict, threads: int = 2) -> list[dict]:
+    """The acceptance checks at `threads` threads.
+
+    Returns:
+      Rows {"check", "numerator", "denominator", "value", "target", "met", "why"}: `met` is
+      True/False, or None with `why` when a needed result is missing or not ok. The
+      "fastest CPU artifact" row has no target; its `value` names the fastest result.
+    """
+    full, pruned = full_width_model(results, models), pruned_model(results, models)
+    no_pruned = None if pruned else "the export has no pruned model"
+    no_full = None if full else "no full-width (unpruned) model in the export"
+    rows = [
+        _ratio("pruned / full-width fp32 TFLite XNNPACK",
+               (pruned, "tflite", "fp32", "tflite_xnnpack", threads),
+               (full, "tflite", "fp32", "tflite_xnnpack", threads), 0.35, results,
+               no_pruned or no_full),
+        _ratio("int8 / fp32 TFLite XNNPACK of the pruned model",
+               (pruned, "tflite", "int8", "tflite_xnnpack", threads),
+               (pruned, "tflite", "fp32", "tflite_xnnpack", threads), 0.5, results, no_pruned),
+        _ratio("pruned int8 TFLite XNNPACK / pruned fp32 SavedModel tf_cpu",
+               (pruned, "tflite", "int8", "tflite_xnnpack", threads),
+               (pruned, "saved_model", "fp32", "tf_cpu", threads), 0.45, results, no_pruned),
+    ]
+    rows.append(_fastest_cpu(results, pruned, threads, no_pruned))
+    for model in _model_names(results, models):
+        rows.append(_ratio(f"TFLite fp32 XNNPACK / SavedModel tf_cpu ({model})",
+                           (model, "tflite", "fp32", "tflite_xnnpack", threads),
+                           (model, "saved_model", "fp32", "tf_cpu", threads), 1.15, results))
+        rows.append(_ratio(f"onnxruntime_cpu / SavedModel tf_cpu ({model})",
+                           (model, "onnx", "fp32", "onnxruntime_cpu", threads),
+                           (model, "saved_model", "fp32", "tf_cpu", threads), 1.3, results))
+    return rows
+
+
+def _fastest_cpu(results: list[dict], pruned: str | None, threads: int,
+                 missing_model: str | None) -> dict:
+    row = {"check": "pruned int8 TFLite XNNPACK is the fastest CPU artifact",
+           "numerator": _label(pruned, "tflite", "int8", "tflite_xnnpack", threads),
+           "denominator": f"every ok CPU result at {threads} threads", "target": None,
+           "value": None, "met": None, "why": missing_model}
+    if missing_model:
+        return row
+    mine = find(results, pruned, "tflite", "int8", "tflite_xnnpack", threads)
+    cpu = [r for r in results if _ok(r) and r.get("threads") == threads
+           and r.get("runtime") not in GPU_RUNTIMES]
+    if not _ok(mine):
+        row["why"] = f"no ok result for {row['numerator']}"
+        return row
+    fastest = min(cpu, key=lambda r: r["median_s"])
+    row["value"] = f"fastest: `{fastest['artifact']}` {fastest['runtime']} ({_ms(fastest)})"
+    row["met"] = fastest is mine or (fastest["median_s"] >= mine["median_s"])
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown.
+
+def _ms(result: dict, key: str = "median_s") -> str:
+    value = result.get(key)
+    return "n/a" if value is None else f"{value * 1e3:.2f} ms"
+
+
+def _size(size) -> str:
+    if size is None:
+        return "n/a"
+    return f"{size / 2**20:.2f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
+
+
+def _cell(text, limit: int = 400) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _params(info: dict) -> str:
+    value = info.get("params")
+    return "n/a" if value is None else f"{value:,}"
+
+
+def _gflops(info: dict) -> str:
+    value = info.get("gflops")
+    if value is None and info.get("flops") is not None:
+        value = info["flops"] / 1e9
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _threads(result: dict) -> str:
+    return "gpu" if result.get("threads") is None else str(result["threads"])
+
+
+_TABLE_HEADER = ("| artifact | model | format | quant | runtime | threads | status | size | "
+                 "params | GFLOPs | mIoU | median | p90 | fps | peak RSS | speedup | note |")
+
+
+def result_rows(latency: dict, export_report: dict) -> list[str]:
+    """One Markdown table row per latency result, in the latency file's order."""
+    results = latency.get("results") or []
+    models, artifacts = model_info(export_report), artifact_info(export_report)
+    base_rows = {id(baseline(results, models, t)) for t in {r.get("threads") for r in results}}
+    rows = []
+    for r in results:
+        entry = artifacts.get(os.path.normpath(r.get("artifact", "")), {})
+        info = models.get(r.get("model"), {})
+        ratio, against = speedup(r, results, models)
+        if ratio is None:
+            speed = "n/a"
+        elif id(r) in base_rows and _ok(r):
+            speed = f"{ratio:.2f}x (baseline)"
+        else:
+            speed = f"{ratio:.2f}x" + (f" (vs {against} thr)" if r.get("threads") is None
+                                       else "")
+        ok = r.get("status") == "ok"
+        note = "" if ok else (r.get("reason") or r.get("error") or "")
+        size = r.get("size_bytes", entry.get("size_bytes"))
+        peak = r.get("peak_rss_bytes")
+        cells = [f"`{r.get('artifact')}`", r.get("model") or "n/a", r.get("format") or "n/a",
+                 r.get("quantization") or "n/a", r.get("runtime"), _threads(r),
+                 r.get("status", "n/a"), _size(size), _params(info), _gflops(info),
+                 _pct(entry.get("miou")),
+                 _ms(r) if ok else "n/a", _ms(r, "p90_s") if ok else "n/a",
+                 f"{r['fps']:.1f}" if ok and r.get("fps") else "n/a",
+                 f"{peak / 2**20:.0f} MiB" if ok and peak else "n/a", speed, _cell(note)]
+        rows.append("| " + " | ".join(_cell(c) if i < len(cells) - 1 else c
+                                      for i, c in enumerate(cells)) + " |")
+    return rows
+
+
+def _machine_lines(machine: dict) -> list[str]:
+    memory = machine.get("memory_total_bytes")
+    versions = machine.get("versions") or {}
+    cores = machine.get("logical_cores")
+    usable = machine.get("usable_cores")
+    cores_text = "n/a" if cores is None else str(cores)
+    if usable is not None and usable != cores:
+        cores_text += f" ({usable} usable by this process)"
+    return [
+        f"- CPU: {machine.get('cpu_model') or 'n/a'}",
+        f"- logical cores: {cores_text}",
+        f"- ISA flags: {', '.join(machine.get('isa_flags') or []) or 'none detected'}",
+        f"- memory: {'n/a' if memory is None else f'{memory / 2**30:.1f} GiB'}",
+        f"- GPU: {', '.join(machine.get('gpus') or []) or 'none'}",
+        f"- platform: {machine.get('platform', 'n/a')}, Python {machine.get('python', 'n/a')}",
+        "- versions: " + (", ".join(f"{k} {v or 'not installed'}"
+                                    for k, v in versions.items()) or "n/a"),
+    ]
+
+
+def _input_size(latency: dict, export_report: dict) -> list[int] | None:
+    size = export_report.get("input_size") or (latency.get("settings") or {}).get("input_size")
+    if size:
+        return list(size)
+    for r in latency.get("results") or []:
+        if r.get("input_size"):
+            return list(r["input_size"])
+    return None
+
+
+def _model_miou(model: str | None, models: dict, results: list[dict],
+                artifacts: dict) -> float | None:
+    info = models.get(model) or {}
+    reference = info.get("reference")
+    if isinstance(reference, dict) and reference.get("miou") is not None:
+        return reference["miou"]
+    for r in results:
+        if r.get("model") == model and r.get("format") == "saved_model":
+            entry = artifacts.get(os.path.normpath(r["artifact"]), {})
+            if entry.get("miou") is not None:
+                return entry["miou"]
+    return None
+
+
+def _reference_lines(latency: dict, export_report: dict, threads: int) -> list[str]:
+    results = latency.get("results") or []
+    models, artifacts = model_info(export_report), artifact_info(export_report)
+    full, pruned = full_width_model(results, models), pruned_model(results, models)
+    size = _input_size(latency, export_report)
+    size_text = "x".join(str(n) for n in size) if size else "unknown"
+    lines = ["## Reference numbers", "", "Published:", "", "| what | value | source |",
+             "|---|---|---|"]
+    lines += [f"| {what} | {value} | {where} |" for what, value, where in PUBLISHED]
+    lines += ["", f"Ours ({threads} threads where a thread count applies):", "",
+              "| ours | value | published | ours / published |", "|---|---|---|---|"]
+
+    def latency_row(label: str, result: dict | None, key: str) -> str:
+        published = REFERENCE_CPU_S[key]
+        if not _ok(result):
+            return f"| {label} | n/a (not measured ok) | {published} s | n/a |"
+        return (f"| {label} | {result['median_s']:.4g} s | {published} s | "
+                f"{result['median_s'] / published:.2f} |")
+
+    lines.append(latency_row(f"full-width fp32 SavedModel tf_cpu ({full or 'n/a'}) vs "
+                             "reference fs=2", find(results, full, "saved_model", "fp32",
+                                                    "tf_cpu", threads), "fs2"))
+    lines.append(latency_row(f"pruned fp32 SavedModel tf_cpu ({pruned or 'no pruned model'}) "
+                             "vs reference fs=1", find(results, pruned, "saved_model", "fp32",
+                                                       "tf_cpu", threads), "fs1"))
+    lines.append(latency_row(f"pruned int8 TFLite XNNPACK ({pruned or 'no pruned model'}) vs "
+                             "reference fs=1", find(results, pruned, "tflite", "int8",
+                                                    "tflite_xnnpack", threads), "fs1"))
+    for label, model in (("full-width", full), ("pruned", pruned)):
+        if model is None:
+            continue
+        miou = _model_miou(model, models, results, artifacts)
+        lines.append(f"| {label} fp32 mIoU ({model}) | {_pct(miou)} | "
+                     f"{100 * CITYSCAPES_MIOU_FS1:.2f}% (Cityscapes, fs=1) | not comparable |")
+    machine = latency.get("machine") or {}
+    lines += ["", (f"Our input is {size_text} (the published timings are at 1024x2048), "
+                   "our mIoU is measured "
+                   "on the export's evaluation data (synthetic street scenes unless the export "
+                   "used Cityscapes), not on Cityscapes val, so the mIoU rows are not "
+                   "comparable. The published CPU timings were taken on a 2-core AVX-512 CPU "
+                   f"with TF 2.21; ours ran on {machine.get('cpu_model') or 'an unknown CPU'} "
+                   f"with {machine.get('logical_cores') or '?'} logical cores.")]
+    if size and list(size) not in ([1025, 2049], [1024, 2048]):
+        lines += ["", f"**Our latencies are at {size_text}, not at the published size: they "
+                      "are not comparable with the published timings.**"]
+    return lines
+
+
+def markdown(latency: dict, export_report: dict, ratio_threads: int = 2,
+             plots: tuple[str, str] | None = (MIOU_PLOT, SIZE_PLOT)) -> str:
+    """The report as Markdown.
+
+    Args:
+      latency: benchmarks.latency's JSON.
+      export_report: the export's export_report.json ({} when missing).
+      ratio_threads: thread count of the acceptance ratios and the reference comparison.
+      plots: (mIoU plot, size plot) file names relative to the report, or None.
+    """
+    results = latency.get("results") or []
+    settings = latency.get("settings") or {}
+    models, artifacts = model_info(export_report), artifact_info(export_report)
+    size = _input_size(latency, export_report)
+    full = full_width_model(results, models)
+    lines = ["# ICNet deployment benchmark", ""]
+    if not latency.get("complete", True):
+        lines += ["**The latency run did not finish: the results below are partial.**", ""]
+    lines += ["## Machine", ""] + _machine_lines(latency.get("machine") or {})
+    lines += ["", "## Export", "",
+              f"- export: `{settings.get('export_dir', 'n/a')}`",
+              f"- input size: {'x'.join(str(n) for n in size) if size else 'n/a'} "
+              "(batch 1, one seeded random uint8 image)",
+              (f"- timing: {settings.get('warmup', 'n/a')} warm-up calls, "
+               f"{settings.get('runs', 'n/a')} timed calls per case, each case in a fresh "
+               "process; peak RSS is that process's peak (runtime, model and inference)")]
+    for name in _model_names(results, models):
+        info = models.get(name, {})
+        pruned = info.get("pruned")
+        lines.append(f"- model `{name}`: {_params(info)} parameters, {_gflops(info)} GFLOPs, "
+                     f"{'pruned' if pruned else 'unpruned' if pruned is False else 'n/a'}, "
+                     f"fp32 mIoU {_pct(_model_miou(name, models, results, artifacts))}")
+    lines += ["", "## Results", ""]
+    base_threads = sorted({r.get("threads") for r in results if r.get("threads")})
+    bases = [baseline(results, models, t) for t in base_threads]
+    if full and any(_ok(b) for b in bases):
+        first = next(b for b in bases if _ok(b))
+        lines.append(f"Speedups are against the full-width fp32 model: `{first['artifact']}` "
+                     f"(model `{full}`) under tf_cpu at the same thread count (marked "
+                     "\"baseline\"); GPU rows against it at the largest measured thread count.")
+    else:
+        lines.append("No baseline: no ok fp32 SavedModel tf_cpu result of the full-width "
+                     f"model ({full or 'none identified'}); speedups are n/a.")
+    lines += ["", "SavedModel (`serving_default`) and ONNX runs compute `class_ids` "
+              "(full-resolution upsample and argmax) besides the 1/4 logits; TFLite runs output "
+              "the logits only. mIoU is the export report's, per artifact.", "",
+              _TABLE_HEADER, "|---" * 17 + "|"]
+    lines += result_rows(latency, export_report)
+    lines += ["", f"## Acceptance ratios ({ratio_threads} threads)", "",
+              "Ratios of median latencies; met when the measured value is at most the target.",
+              "", "| check | numerator | denominator | measured | target | verdict |",
+              "|---|---|---|---|---|---|"]
+    for row in acceptance_ratios(results, models, ratio_threads):
+        if row["met"] is None:
+            verdict = f"n/a ({row['why']})"
+        else:
+            verdict = "met" if row["met"] else "NOT met"
+        value = row["value"]
+        value_text = "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float)
+                                                  else value)
+        target = "n/a" if row["target"] is None else f"<= {row['target']}"
+        if row["target"] is None and row["met"] is not None:
+            target = "fastest"
+        lines.append(f"| {row['check']} | {_cell(row['numerator'])} | "
+                     f"{_cell(row['denominator'])} | {_cell(value_text)} | {target} | "
+                     f"{_cell(verdict, 400)} |")
+    lines += [""] + _reference_lines(latency, export_report, ratio_threads)
+    if plots:
+        lines += ["", "## Plots", "", f"![mIoU against median latency]({plots[0]})", "",
+                  f"![size against median latency]({plots[1]})"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Plots and files.
+
+def _points(latency: dict, export_report: dict, key: str) -> list[tuple]:
+    """(latency ms, y, label, runtime) per ok result with a y value."""
+    artifacts = artifact_info(export_report)
+    points = []
+    for r in latency.get("results") or []:
+        if not _ok(r):
+            continue
+        entry = artifacts.get(os.path.normpath(r.get("artifact", "")), {})
+        if key == "miou":
+            y = entry.get("miou")
+            y = None if y is None else 100 * y
+        else:
+            size = r.get("size_bytes", entry.get("size_bytes"))
+            y = None if size is None else size / 2**20
+        if y is None:
+            continue
+        threads = "gpu" if r.get("threads") is None else f"t{r['threads']}"
+        label = f"{r.get('model') or '?'} {r.get('quantization') or '?'} {threads}"
+        points.append((r["median_s"] * 1e3, y, label, r["runtime"]))
+    return points
+
+
+def _savefig_atomic(figure, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".report_", suffix=".png")
+    os.close(fd)
+    try:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def plot(points: list[tuple], ylabel: str, title: str, path: str) -> None:
+    """A labeled scatter plot of (latency ms, y) points, one color per runtime."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 6))
+    runtimes = sorted({p[3] for p in points})
+    colors = plt.get_cmap("tab10")
+    for i, runtime in enumerate(runtimes):
+        mine = [p for p in points if p[3] == runtime]
+        axes.scatter([p[0] for p in mine], [p[1] for p in mine], color=colors(i % 10),
+                     label=runtime, s=30)
+    for x, y, label, _ in points:
+        axes.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if not points:
+        axes.text(0.5, 0.5, "no ok results to plot", ha="center", va="center",
+                  transform=axes.transAxes)
+    else:
+        xs = [p[0] for p in points]
+        if min(xs) > 0 and max(xs) / min(xs) > 20:
+            axes.set_xscale("log")
+        axes.legend(fontsize=8)
+    axes.set_xlabel("median latency, batch 1 (ms)")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    _savefig_atomic(figure, path)
+    plt.close(figure)
+
+
+def write_report(latency: dict, export_report: dict, out_dir: str,
+                 ratio_threads: int = 2) -> str:
+    """Writes REPORT.md and its two plots into `out_dir`; returns REPORT.md's path."""
+    os.makedirs(out_dir, exist_ok=True)
+    plot(_points(latency, export_report, "miou"), "mIoU (%) from the export report",
+         "mIoU against latency (color: runtime)", os.path.join(out_dir, MIOU_PLOT))
+    plot(_points(latency, export_report, "size"), "artifact size (MiB)",
+         "size against latency (color: runtime)", os.path.join(out_dir, SIZE_PLOT))
+    text = markdown(latency, export_report, ratio_threads, (MIOU_PLOT, SIZE_PLOT))
+    path = os.path.join(out_dir, REPORT_NAME)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".report_", suffix=".md")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
+
+
+def load_latency(path: str) -> dict:
+    """benchmarks.latency's JSON.
+
+    Raises:
+      FileNotFoundError, ValueError: missing, unreadable or not a latency file (naming
+        --latency).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--latency: {path}: no such file")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--latency: {path}: not readable JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise ValueError(f"--latency: {path}: not a benchmarks.latency file (no results list)")
+    return data
+
+
+def load_export_report(export_dir: str) -> dict:
+    """export_report.json of `export_dir`; {} (with a warning) when missing or unreadable.
+
+    Raises:
+      FileNotFoundError: `export_dir` is not a directory (naming --export_dir).
+    """
+    if not os.path.isdir(export_dir):
+        raise FileNotFoundError(f"--export_dir: {export_dir}: no such directory")
+    path = os.path.join(export_dir, EXPORT_REPORT)
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:
+        logging.warning("%s: %s; params, GFLOPs and mIoU will be n/a", path, e)
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+# The binary. Its flags are defined only when it runs (importing this module defines none).
+
+def define_flags() -> None:
+    """Defines the binary's flags."""
+    flags.DEFINE_string("latency", None, "benchmarks.latency's JSON output.")
+    flags.DEFINE_string("export_dir", None, "The export that was benchmarked (default: the one "
+                        "recorded in --latency).")
+    flags.DEFINE_string("out", "reports", "Output directory for REPORT.md and the plots.")
+    flags.DEFINE_integer("ratio_threads", 2, "Thread count of the acceptance ratios.")
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    try:
+        if not FLAGS.latency:
+            raise ValueError("--latency is required")
+        if FLAGS.ratio_threads < 1:
+            raise ValueError(f"--ratio_threads must be >= 1, got {FLAGS.ratio_threads}")
+        latency = load_latency(FLAGS.latency)
+        export_dir = FLAGS.export_dir or (latency.get("settings") or {}).get("export_dir")
+        if not export_dir:
+            raise ValueError("--export_dir is required (--latency records none)")
+        export_report = load_export_report(export_dir)
+        path = write_report(latency, export_report, FLAGS.out, FLAGS.ratio_threads)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    logging.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,37 @@
+"""Runs one benchmark case in this process and writes its result as JSON (used by latency.py).
+
+Example (what `benchmarks.latency` starts for every case):
+  python -m benchmarks.worker '{"path": "exports/icnet/tflite/icnet_int8.tflite",
+      "runtime": "tflite_xnnpack", "threads": 2, "warmup": 3, "runs": 10, "seed": 0}' out.json
+
+The result is written to the second argument (not stdout, which runtimes may print to). A
+crash of the runtime leaves no result: the caller records the exit status instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print(f"usage: {argv[0]} SPEC_JSON RESULT_PATH", file=sys.stderr)
+        return 2
+    spec = json.loads(argv[1])
+    from benchmarks.runtimes import run_case
+
+    result = run_case(spec["path"], spec["runtime"], spec.get("threads"), spec["warmup"],
+                      spec["runs"], spec.get("seed", 0))
+    directory = os.path.dirname(os.path.abspath(argv[2]))
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, argv[2])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
