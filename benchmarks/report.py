@@ -449,9 +449,9 @@ def markdown(latency: dict, export_report: dict, ratio_threads: int = 2,
     else:
         lines.append("No baseline: no ok fp32 SavedModel tf_cpu result of the full-width "
                      f"model ({full or 'none identified'}); speedups are n/a.")
-    lines += ["", "SavedModel (`serving_default`) and ONNX runs compute `class_ids` "
-              "(full-resolution upsample and argmax) besides the 1/4 logits; TFLite runs output "
-              "the logits only. mIoU is the export report's, per artifact.", "",
+    lines += ["", "Every runtime times the same work: one uint8 image in, the 1/4-resolution "
+              "logits out (the SavedModel's and ONNX model's `class_ids` output is not "
+              "fetched). mIoU is the export report's, per artifact.", "",
               _TABLE_HEADER, "|---" * 17 + "|"]
     lines += result_rows(latency, export_report)
     lines += ["", f"## Acceptance ratios ({ratio_threads} threads)", "",

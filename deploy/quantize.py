@@ -143,11 +143,15 @@ def representative_dataset(images: Sequence[np.ndarray]) -> Callable[[], Iterato
         raise ValueError("calibration needs at least one image")
 
     def generate():
+        begin = time.time()
         for index, image in enumerate(images):
             sample = np.asarray(image, np.float32)[None].copy()
             if index == 0:
                 sample[0, 0, 0, :], sample[0, 0, 1, :] = PIXEL_RANGE
             yield [sample]
+            if (index + 1) % 10 == 0 or index + 1 == len(images):
+                logging.info("calibration: %d/%d images (%.1f s)", index + 1, len(images),
+                             time.time() - begin)
 
     return generate
 
