@@ -71,4 +71,4 @@ demo: $(STAMP)
 	@echo "== demo done: $(REPORT_DIR)/REPORT.md, $(DEMO_DIR)/export, $(DEMO_DIR)/overlay.png"
 
 clean:
-	rm -rf $(VENV) runs exports reports/*.png .pytest_cache
+	rm -rf $(VENV) runs exports .pytest_cache

@@ -504,6 +504,14 @@ def finetune(qat_model: tf_keras.Model, batches: Iterable, steps: int, num_class
             "seconds": round(time.time() - begin, 1)}
 
 
+def _qat_structure(model: tf_keras.Model) -> list[tuple[str, str]]:
+    """(layer class, name of the wrapped ICNet layer) per layer. TFMOT's own layers (the input
+    QuantizeLayer) get Keras's process-wide unique names (`quantize_layer_1` in the second QAT
+    model of a process), so they are compared by class only."""
+    return [(type(layer).__name__, layer.layer.name if hasattr(layer, "layer") else "")
+            for layer in model.layers]
+
+
 def transfer_qat_weights(source: tf_keras.Model, target: tf_keras.Model) -> None:
     """Copies weights and quantizer ranges between two QAT models of the same graph (e.g.
     trained at a crop size, exported at another).
@@ -512,8 +520,7 @@ def transfer_qat_weights(source: tf_keras.Model, target: tf_keras.Model) -> None
       ValueError: the two graphs differ.
     """
     src, dst = source.get_weights(), target.get_weights()
-    names = [layer.name for layer in source.layers]
-    if names != [layer.name for layer in target.layers] or len(src) != len(dst) or any(
+    if _qat_structure(source) != _qat_structure(target) or len(src) != len(dst) or any(
             a.shape != b.shape for a, b in zip(src, dst)):
         raise ValueError("the QAT models differ in structure; train QAT at a size of the same "
                          "form as the export size (both 32k+1, or the export size itself)")

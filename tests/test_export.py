@@ -560,3 +560,16 @@ def test_export_with_pruning_only_the_pruned_model(tmp_path, weights_file, sourc
     # deploy.prune measured the mIoU before and after.
     assert "miou" in report["prune"]["original"] and "miou" in report["prune"]["stages"][-1]
     assert "| before |" in (tmp_path / "out" / "export_report.md").read_text()
+
+
+def test_qat_trained_at_a_crop_exports_at_the_export_size(tmp_path, weights_file, sources):
+    """QAT fine-tunes at --qat_crop_size (another 32k+1 size) and carries weights and ranges
+    over to the export-size model; a second QAT model in the process gets TFMOT layer names
+    with new suffixes, which must not matter."""
+    options = _small_options(str(tmp_path / "out"), formats=("tflite",), quantizations=("qat",),
+                             input_size=(225, 289), qat_crop_size=(193, 257), qat_steps=1,
+                             qat_batch_size=1, calibration_images=2, gpu_check=False)
+    report = export(weights_file, options, *sources)
+    assert report["qat"]["crop_size"] == [193, 257]
+    runner = TFLiteRunner(str(tmp_path / "out" / "tflite" / "icnet_qat.tflite"))
+    assert runner.input_size == (225, 289)
