@@ -7,6 +7,7 @@ first input (legacy TF1 bilinear: align_corners=False, half_pixel_centers=False)
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -32,11 +33,13 @@ class Preprocess(tf_keras.layers.Layer):
     """RGB pixels in [0, 255] (any dtype) -> BGR minus the reference mean, float32."""
 
     def call(self, images):
-        # The mean is subtracted before the channels are reversed (the same float operations
-        # as reversing first): an int8 TFLite conversion then quantizes the uint8 input as raw
-        # pixels (scale 1, zero point 0) instead of merging its range with the slices'.
-        centered = tf.cast(images, tf.float32) - tf.constant(RGB_MEAN, tf.float32)
-        return tf.concat([centered[..., 2:3], centered[..., 1:2], centered[..., 0:1]], axis=-1)
+        # One 1x1 convolution with a channel-reversing 0/1 kernel and the negated BGR mean as
+        # bias: in float32 it computes exactly x - mean per channel (products by 1 and 0 are
+        # exact), and TFLite runs it as one CONV_2D that XNNPACK delegates in int8 too (the
+        # slices of a per-channel formulation are not delegated there).
+        reverse = tf.constant(np.eye(3, dtype=np.float32)[::-1].reshape(1, 1, 3, 3))
+        return tf.nn.bias_add(tf.nn.conv2d(tf.cast(images, tf.float32), reverse, 1, "VALID"),
+                              -tf.constant(BGR_MEAN, tf.float32))
 
 
 @tf_keras.utils.register_keras_serializable("icnet")
