@@ -215,7 +215,8 @@ def test_acceptance_ratios_of_a_pruned_export():
     for check, (value, met) in expected.items():
         assert rows[check]["value"] == pytest.approx(value), check
         assert rows[check]["met"] is met, check
-    fastest = rows["pruned int8 TFLite XNNPACK is the fastest CPU artifact"]
+    fastest = rows["pruned int8 TFLite XNNPACK (post-training or QAT) is the fastest CPU "
+                   "artifact"]
     assert fastest["met"] is True and "icnet_int8.tflite" in fastest["value"]
     # Missing results are n/a with the reason, never a verdict.
     rows = {row["check"]: row for row in report_lib.acceptance_ratios(results, models, 4)}
