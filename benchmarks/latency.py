@@ -38,6 +38,7 @@ from absl import app, flags, logging
 
 from benchmarks.machine import machine_info
 from benchmarks.runtimes import FAMILIES, FAMILY_DEFAULTS, RUNTIMES
+from icnet.fileio import atomic_write_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_REPORT = "export_report.json"
@@ -295,18 +296,7 @@ def run_in_subprocess(export_dir: str, case: Case, warmup: int, runs: int, seed:
 
 def write_json_atomic(data: dict, path: str) -> None:
     """Writes JSON through a temporary file renamed into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".latency_", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write_bytes(path, json.dumps(data, indent=1).encode())
 
 
 _RESULT_KEYS = ("median_s", "p90_s", "fps", "peak_rss_bytes")

@@ -16,12 +16,14 @@ The functions take the loaded dicts, so the report can be built without the bina
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
-import tempfile
 
 from absl import app, flags, logging
+
+from icnet.fileio import atomic_write_bytes
 
 EXPORT_REPORT = "export_report.json"
 REPORT_NAME = "REPORT.md"
@@ -510,17 +512,9 @@ def _points(latency: dict, export_report: dict, key: str) -> list[tuple]:
 
 
 def _savefig_atomic(figure, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".report_", suffix=".png")
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot(points: list[tuple], ylabel: str, title: str, path: str) -> None:
@@ -565,11 +559,7 @@ def write_report(latency: dict, export_report: dict, out_dir: str,
          "size against latency (color: runtime)", os.path.join(out_dir, SIZE_PLOT))
     text = markdown(latency, export_report, ratio_threads, (MIOU_PLOT, SIZE_PLOT))
     path = os.path.join(out_dir, REPORT_NAME)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".report_", suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
     return path
 
 

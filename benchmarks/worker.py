@@ -11,9 +11,9 @@ crash of the runtime leaves no result: the caller records the exit status instea
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
+
+from icnet.fileio import atomic_write_bytes
 
 
 def main(argv: list[str]) -> int:
@@ -25,11 +25,7 @@ def main(argv: list[str]) -> int:
 
     result = run_case(spec["path"], spec["runtime"], spec.get("threads"), spec["warmup"],
                       spec["runs"], spec.get("seed", 0))
-    directory = os.path.dirname(os.path.abspath(argv[2]))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, argv[2])
+    atomic_write_bytes(argv[2], json.dumps(result).encode())
     return 0
 
 
