@@ -38,7 +38,7 @@ from absl import app, flags, logging
 
 from benchmarks.machine import machine_info
 from benchmarks.runtimes import FAMILIES, FAMILY_DEFAULTS, RUNTIMES
-from icnet.fileio import atomic_write_bytes
+from icnet.fileio import atomic_write_bytes, size_on_disk
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_REPORT = "export_report.json"
@@ -86,13 +86,6 @@ def load_export_report(export_dir: str) -> dict:
                         path, e)
         return {}
     return report if isinstance(report, dict) else {}
-
-
-def _size(path: str) -> int:
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(path) for name in names)
 
 
 def _guess(relative: str, fmt: str) -> tuple[str | None, str | None]:
@@ -143,7 +136,7 @@ def discover_artifacts(export_dir: str, report: dict) -> tuple[list[Artifact], l
         artifacts.append(Artifact(
             path=relative, format=fmt, model=entry.get("model", model),
             quantization=entry.get("quantization", quantization),
-            size_bytes=_size(os.path.join(export_dir, relative))))
+            size_bytes=size_on_disk(os.path.join(export_dir, relative))))
     artifacts.sort(key=lambda a: (_FORMAT_ORDER[a.format], a.path))
     on_disk = {os.path.normpath(a.path) for a in artifacts}
     missing = sorted(p for p in listed if p not in on_disk)

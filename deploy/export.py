@@ -67,6 +67,7 @@ from deploy.staging import Staging
 from deploy.verify import SourceImages, compare_runners, evaluate_runners
 from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.data import Source, train_dataset
+from icnet.fileio import size_on_disk
 from icnet.image_io import MAX_IMAGE_PIXELS
 from icnet.inference import build_inference_model, load_weights, merged
 from icnet.model import MIN_INPUT_SIZE
@@ -207,13 +208,6 @@ def _targets(options: ExportOptions, prune: bool, unpruned: ExportOptions | None
     return targets + [PLAN_FILENAME, report_lib.JSON_NAME, report_lib.MARKDOWN_NAME]
 
 
-def _file_size(path: str) -> int:
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(path) for name in names)
-
-
 def _check_data(options: ExportOptions, config: ICNetConfig, train_source: Source | None,
                 eval_source: Source | None, prune: PruneOptions | None) -> None:
     """Fails before any work when the data cannot serve what the options ask for."""
@@ -287,7 +281,7 @@ def _write_artifacts(staging: Staging, options: ExportOptions, model: tf_keras.M
     def add(relative: str, fmt: str, quantization: str, runner: Runner, **extra) -> None:
         entry = {"path": relative, "model": options.model_name, "format": fmt,
                  "quantization": quantization,
-                 "size_bytes": _file_size(staging.path(relative)), **extra}
+                 "size_bytes": size_on_disk(staging.path(relative)), **extra}
         report["artifacts"].append(entry)
         runners[relative] = runner
         logging.info("export: wrote %s (%d bytes)", relative, entry["size_bytes"])

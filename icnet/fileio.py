@@ -20,3 +20,11 @@ def atomic_write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def size_on_disk(path: str) -> int:
+    """Bytes of a file, or of every file under a directory (e.g. a SavedModel)."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
