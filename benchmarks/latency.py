@@ -38,10 +38,10 @@ from absl import app, flags, logging
 
 from benchmarks.machine import machine_info
 from benchmarks.runtimes import FAMILIES, FAMILY_DEFAULTS, RUNTIMES
+from deploy import report as export_lib
 from icnet.fileio import atomic_write_bytes, size_on_disk
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPORT_REPORT = "export_report.json"
 QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "qat")  # deploy.quantize's names
 _FORMAT_ORDER = {"saved_model": 0, "onnx": 1, "tflite": 2}
 
@@ -70,22 +70,6 @@ class Case:
     artifact: Artifact
     runtime: str
     threads: int | None
-
-
-def load_export_report(export_dir: str) -> dict:
-    """export_report.json as a dict; {} when it is missing or unreadable (logged)."""
-    path = os.path.join(export_dir, EXPORT_REPORT)
-    try:
-        with open(path) as f:
-            report = json.load(f)
-    except FileNotFoundError:
-        logging.warning("%s: not found; artifacts are described from their file names", path)
-        return {}
-    except (OSError, ValueError) as e:
-        logging.warning("%s: unreadable (%s); artifacts are described from their file names",
-                        path, e)
-        return {}
-    return report if isinstance(report, dict) else {}
 
 
 def _guess(relative: str, fmt: str) -> tuple[str | None, str | None]:
@@ -324,13 +308,13 @@ def benchmark(export_dir: str, runtimes: Sequence[str], threads: Sequence[int],
         raise ValueError(f"--runs must be >= 1, got {runs}")
     if timeout_s <= 0:
         raise ValueError(f"--timeout_s must be positive, got {timeout_s}")
-    report = load_export_report(export_dir)
+    report = export_lib.read(export_dir)
     artifacts, missing = discover_artifacts(export_dir, report)
     if not artifacts:
         raise ValueError(f"--export_dir: {export_dir}: no artifacts (saved_model/<name>/"
                          f"<version>/, tflite/*.tflite, onnx/*.onnx)")
     for path in missing:
-        logging.warning("%s is listed in %s but not on disk", path, EXPORT_REPORT)
+        logging.warning("%s is listed in %s but not on disk", path, export_lib.JSON_NAME)
     cases = plan_cases(artifacts, runtimes, threads)
     if not cases:
         raise ValueError(f"--runtimes: none of {', '.join(runtimes)} runs the formats present "

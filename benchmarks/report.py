@@ -23,9 +23,9 @@ import sys
 
 from absl import app, flags, logging
 
+from deploy import report as export_lib
 from icnet.fileio import atomic_write_bytes
 
-EXPORT_REPORT = "export_report.json"
 REPORT_NAME = "REPORT.md"
 MIOU_PLOT = "miou_vs_latency.png"
 SIZE_PLOT = "size_vs_latency.png"
@@ -582,24 +582,6 @@ def load_latency(path: str) -> dict:
     return data
 
 
-def load_export_report(export_dir: str) -> dict:
-    """export_report.json of `export_dir`; {} (with a warning) when missing or unreadable.
-
-    Raises:
-      FileNotFoundError: `export_dir` is not a directory (naming --export_dir).
-    """
-    if not os.path.isdir(export_dir):
-        raise FileNotFoundError(f"--export_dir: {export_dir}: no such directory")
-    path = os.path.join(export_dir, EXPORT_REPORT)
-    try:
-        with open(path) as f:
-            report = json.load(f)
-    except (OSError, ValueError) as e:
-        logging.warning("%s: %s; params, GFLOPs and mIoU will be n/a", path, e)
-        return {}
-    return report if isinstance(report, dict) else {}
-
-
 # The binary. Its flags are defined only when it runs (importing this module defines none).
 
 def define_flags() -> None:
@@ -625,7 +607,9 @@ def main(argv):
         export_dir = FLAGS.export_dir or (latency.get("settings") or {}).get("export_dir")
         if not export_dir:
             raise ValueError("--export_dir is required (--latency records none)")
-        export_report = load_export_report(export_dir)
+        if not os.path.isdir(export_dir):
+            raise FileNotFoundError(f"--export_dir: {export_dir}: no such directory")
+        export_report = export_lib.read(export_dir)
         path = write_report(latency, export_report, FLAGS.out, FLAGS.ratio_threads)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

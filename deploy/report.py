@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from absl import logging
+
 JSON_NAME = "export_report.json"
 MARKDOWN_NAME = "export_report.md"
 
@@ -103,3 +105,17 @@ def write(report: dict, directory: str) -> tuple[str, str]:
     with open(md_path, "w") as f:
         f.write(markdown(report))
     return json_path, md_path
+
+
+def read(directory: str) -> dict:
+    """The export report of an export directory; {} (with a warning) when it is missing or
+    unreadable, so that callers can still describe the artifacts on disk."""
+    path = os.path.join(directory, JSON_NAME)
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:
+        logging.warning("%s: not readable (%s); artifacts are described from their file names "
+                        "and the report's details are n/a", path, e)
+        return {}
+    return report if isinstance(report, dict) else {}

@@ -20,6 +20,7 @@ from PIL import Image
 from benchmarks import latency as latency_lib
 from benchmarks import report as report_lib
 from benchmarks.runtimes import RUNTIMES
+from deploy import report as export_lib
 from deploy.export import ExportOptions, export
 from icnet.config import ICNetConfig
 from icnet.data import make_source
@@ -250,7 +251,7 @@ def test_report_markdown_of_a_pruned_export(tmp_path):
 
 def test_discovery_and_flag_parsing(export_dir):
     artifacts, missing = latency_lib.discover_artifacts(
-        export_dir, latency_lib.load_export_report(export_dir))
+        export_dir, export_lib.read(export_dir))
     assert [a.path for a in artifacts] == list(ARTIFACTS) and missing == []
     assert latency_lib.parse_runtimes("tflite,onnxruntime_cpu") == (
         "tflite_xnnpack", "tflite_reference", "tflite_gpu", "onnxruntime_cpu")
