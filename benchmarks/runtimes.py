@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from deploy.tflite_input import pixels_as_input
+
 SIGNATURE = "serving_default"
 
 
@@ -145,17 +147,6 @@ class TensorFlowRunner:
             return self._function(feed).numpy()
 
 
-def _to_input_dtype(image: np.ndarray, dtype, quantization: tuple[float, int]) -> np.ndarray:
-    """uint8 pixels as a TFLite input: float32 pixels, raw uint8, or requantized integers."""
-    if dtype == np.float32:
-        return image.astype(np.float32)
-    scale, zero_point = quantization
-    if dtype == np.uint8 and scale in (0.0, 1.0) and zero_point == 0:
-        return image.astype(np.uint8)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(image / scale + zero_point), info.min, info.max).astype(dtype)
-
-
 class InterpreterRunner:
     """A `.tflite` file under the LiteRT Interpreter (XNNPACK or reference kernels)."""
 
@@ -174,7 +165,7 @@ class InterpreterRunner:
         self.name = runtime
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        return _to_input_dtype(image, self._input["dtype"], self._input["quantization"])
+        return pixels_as_input(image, self._input["dtype"], self._input["quantization"])
 
     def __call__(self, feed: np.ndarray) -> list[np.ndarray]:
         self._interpreter.set_tensor(self._input["index"], feed)

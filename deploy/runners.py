@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from deploy.tflite_input import pixels_as_input
 from icnet.inference import upsample_logits
 from icnet.layers import RGB_MEAN
 
@@ -111,16 +112,6 @@ class TFLiteRunner:
         self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         self.name = f"tflite {os.path.basename(path)}" + ("" if xnnpack else " (reference)")
 
-    def _quantize(self, image: np.ndarray) -> np.ndarray:
-        dtype = self._input["dtype"]
-        if dtype == np.float32:
-            return image.astype(np.float32)
-        scale, zero_point = self._input["quantization"]
-        if scale == 1.0 and zero_point == 0 and dtype == np.uint8:
-            return image.astype(np.uint8)
-        info = np.iinfo(dtype)
-        return np.clip(np.round(image / scale + zero_point), info.min, info.max).astype(dtype)
-
     def _dequantize(self, value: np.ndarray) -> np.ndarray:
         scale, zero_point = self._output["quantization"]
         if value.dtype == np.float32:
@@ -131,7 +122,8 @@ class TFLiteRunner:
         images = _check_images(images, self.input_size, self.name)
         outputs = []
         for image in images:  # the flatbuffer has batch 1
-            self._interpreter.set_tensor(self._input["index"], self._quantize(image[None]))
+            self._interpreter.set_tensor(self._input["index"], pixels_as_input(
+                image[None], self._input["dtype"], self._input["quantization"]))
             self._interpreter.invoke()
             outputs.append(self._dequantize(self._interpreter.get_tensor(self._output["index"])))
         return np.concatenate(outputs)
