@@ -252,19 +252,9 @@ def _ms(result: dict, key: str = "median_s") -> str:
     return "n/a" if value is None else f"{value * 1e3:.2f} ms"
 
 
-def _size(size) -> str:
-    if size is None:
-        return "n/a"
-    return f"{size / 2**20:.2f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
-
-
 def _cell(text, limit: int = 400) -> str:
     text = " ".join(str(text).split()).replace("|", "\\|")
     return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def _params(info: dict) -> str:
@@ -310,8 +300,8 @@ def result_rows(latency: dict, export_report: dict) -> list[str]:
         peak = r.get("peak_rss_bytes")
         cells = [f"`{r.get('artifact')}`", r.get("model") or "n/a", r.get("format") or "n/a",
                  r.get("quantization") or "n/a", r.get("runtime"), _threads(r),
-                 r.get("status", "n/a"), _size(size), _params(info), _gflops(info),
-                 _pct(entry.get("miou")),
+                 r.get("status", "n/a"), export_lib.size_text(size), _params(info), _gflops(info),
+                 export_lib.percent(entry.get("miou")),
                  _ms(r) if ok else "n/a", _ms(r, "p90_s") if ok else "n/a",
                  f"{r['fps']:.1f}" if ok and r.get("fps") else "n/a",
                  f"{peak / 2**20:.0f} MiB" if ok and peak else "n/a", speed, _cell(note)]
@@ -396,7 +386,7 @@ def _reference_lines(latency: dict, export_report: dict, threads: int) -> list[s
         if model is None:
             continue
         miou = _model_miou(model, models, results, artifacts)
-        lines.append(f"| {label} fp32 mIoU ({model}) | {_pct(miou)} | "
+        lines.append(f"| {label} fp32 mIoU ({model}) | {export_lib.percent(miou)} | "
                      f"{100 * CITYSCAPES_MIOU_FS1:.2f}% (Cityscapes, fs=1) | not comparable |")
     machine = latency.get("machine") or {}
     lines += ["", (f"Our input is {size_text} (the published timings are at 1024x2048), "
@@ -441,9 +431,10 @@ def markdown(latency: dict, export_report: dict, ratio_threads: int = 2,
     for name in _model_names(results, models):
         info = models.get(name, {})
         pruned = info.get("pruned")
+        miou = _model_miou(name, models, results, artifacts)
         lines.append(f"- model `{name}`: {_params(info)} parameters, {_gflops(info)} GFLOPs, "
                      f"{'pruned' if pruned else 'unpruned' if pruned is False else 'n/a'}, "
-                     f"fp32 mIoU {_pct(_model_miou(name, models, results, artifacts))}")
+                     f"fp32 mIoU {export_lib.percent(miou)}")
     lines += ["", "## Results", ""]
     base_threads = sorted({r.get("threads") for r in results if r.get("threads")})
     bases = [baseline(results, models, t) for t in base_threads]

@@ -11,7 +11,8 @@ JSON_NAME = "export_report.json"
 MARKDOWN_NAME = "export_report.md"
 
 
-def _pct(value, digits: int = 2) -> str:
+def percent(value: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage ("n/a" for None)."""
     return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
 
@@ -19,7 +20,10 @@ def _num(value, fmt: str = ".3g") -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
-def _size(size: int) -> str:
+def size_text(size: int | None) -> str:
+    """Bytes as MiB or KiB ("n/a" for None)."""
+    if size is None:
+        return "n/a"
     return f"{size / 2**20:.2f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
 
 
@@ -33,8 +37,8 @@ def _artifact_row(a: dict) -> str:
     delta = a.get("miou_delta")
     delta_text = "n/a" if delta is None else f"{100 * delta:+.2f} pt"
     cells = [f"`{a['path']}`", a.get("model", ""), a["format"], a["quantization"],
-             _size(a["size_bytes"]), _num(a.get("max_abs_error")), _num(a.get("rel_l2_error")),
-             _pct(a.get("argmax_agreement"), 3), _pct(a.get("miou")), delta_text,
+             size_text(a["size_bytes"]), _num(a.get("max_abs_error")), _num(a.get("rel_l2_error")),
+             percent(a.get("argmax_agreement"), 3), percent(a.get("miou")), delta_text,
              _num(a.get("seconds_per_image"), ".3f"), gpu_text]
     return "| " + " | ".join(cells) + " |"
 
@@ -44,7 +48,7 @@ def _models_table(models: dict) -> list[str]:
     for name, model in models.items():
         miou = (model.get("reference") or {}).get("miou")
         lines.append(f"| {name} | {'yes' if model.get('pruned') else 'no'} | "
-                     f"{model['params']:,} | {model['gflops']:.2f} | {_pct(miou)} |")
+                     f"{model['params']:,} | {model['gflops']:.2f} | {percent(miou)} |")
     return lines
 
 
@@ -86,7 +90,7 @@ def markdown(report: dict) -> str:
             lines += ["| | params | GFLOPs | mIoU |", "|---|---|---|---|"]
             for label, stage in (("before", before), ("after", after)):
                 lines.append(f"| {label} | {stage['params']:,} | {stage['gflops']:.2f} | "
-                             f"{_pct(stage.get('miou'))} |")
+                             f"{percent(stage.get('miou'))} |")
             lines.append("")
         lines += [(f"FLOPs x{after['flops'] / before['flops']:.3f}; schedule "
                        f"{[s['keep'] for s in prune['stages']]}, "
