@@ -39,7 +39,7 @@ DEMO_QAT_CROP ?= 513x1025
 DEMO_CALIBRATION ?= 32
 DEMO_PARITY ?= 10
 DEMO_EVAL ?= 20
-DEMO_BENCH_FLAGS ?= --threads 2 --warmup 2 --runs 5
+DEMO_BENCH_FLAGS ?= --threads 2 --warmup 2 --runs 5 --rounds 2
 DEMO_SCENE_FLAGS = --synthetic_size $(DEMO_SCENE_SIZE) --synthetic_count $(DEMO_SCENES) \
     --crop_size $(DEMO_CROP) --batch_size $(DEMO_BATCH)
 DEMO_SAMPLE = $(DEMO_DIR)/scenes/leftImg8bit/val/synth/synth_000000_000019_leftImg8bit.png

@@ -14,7 +14,10 @@ threads) case runs in a fresh process (`benchmarks.worker`): its thread settings
 its peak RSS is its own, and a crash or a hang (--timeout_s) is recorded as `failed` while the
 other cases still run. Every case times batch 1 on one seeded random uint8 image at the
 artifact's own input size; GPU runtimes run once per artifact, CPU runtimes once per --threads
-value. Results are rewritten to --json (atomically) after every case.
+value. With --rounds R every case runs R times, the rounds interleaved (all cases, then all
+again), and its median and p90 are over the timed calls of all rounds: a slow minute of the
+machine then touches every case instead of the few that ran in it. Results are rewritten to
+--json (atomically) after every case.
 
 Runtimes (--runtimes takes these names and the families tf, tflite, onnx):
   tf_cpu, tf_gpu, tf_xla_cpu (only by name or with --xla); tflite_xnnpack, tflite_reference,
@@ -37,7 +40,7 @@ from collections.abc import Callable, Sequence
 from absl import app, flags, logging
 
 from benchmarks.machine import machine_info
-from benchmarks.runtimes import FAMILIES, FAMILY_DEFAULTS, RUNTIMES
+from benchmarks.runtimes import FAMILIES, FAMILY_DEFAULTS, RUNTIMES, summarize
 from deploy import report as export_lib
 from icnet.fileio import atomic_write_bytes, size_on_disk
 
@@ -279,9 +282,31 @@ def write_json_atomic(data: dict, path: str) -> None:
 _RESULT_KEYS = ("median_s", "p90_s", "fps", "peak_rss_bytes")
 
 
+def merge_rounds(outcomes: Sequence[dict]) -> dict:
+    """One case's result over its rounds so far.
+
+    Returns:
+      The first result that is not ok, if any (with `rounds_ok`, the ok rounds before it);
+      otherwise the first round's result (load and first-call times of a cold start) with the
+      statistics over the timed calls of every round, `round_medians_s`, the largest peak RSS
+      and the summed wall time.
+    """
+    for index, outcome in enumerate(outcomes):
+        if outcome.get("status") != "ok":
+            return {**outcome, "rounds_ok": index} if len(outcomes) > 1 else outcome
+    if len(outcomes) == 1:
+        return outcomes[0]
+    times = [t for outcome in outcomes for t in outcome["times_s"]]
+    peaks = [o["peak_rss_bytes"] for o in outcomes if o.get("peak_rss_bytes") is not None]
+    return {**outcomes[0], **summarize(times), "times_s": times,
+            "round_medians_s": [o["median_s"] for o in outcomes],
+            "peak_rss_bytes": max(peaks) if peaks else None,
+            "wall_s": sum(o.get("wall_s", 0.0) for o in outcomes)}
+
+
 def benchmark(export_dir: str, runtimes: Sequence[str], threads: Sequence[int],
               warmup: int = 3, runs: int = 10, seed: int = 0, timeout_s: float = 600,
-              on_update: Callable[[dict], None] | None = None) -> dict:
+              on_update: Callable[[dict], None] | None = None, rounds: int = 1) -> dict:
     """Measures every artifact of an export under every asked-for runtime and thread count.
 
     Args:
@@ -289,10 +314,11 @@ def benchmark(export_dir: str, runtimes: Sequence[str], threads: Sequence[int],
       runtimes: runtime names (see benchmarks.runtimes.RUNTIMES).
       threads: thread counts of the CPU runtimes.
       warmup: untimed calls before timing (the first call is one of them).
-      runs: timed calls.
+      runs: timed calls per case and round.
       seed: seed of the random input image.
       timeout_s: wall-clock limit of one case (its process is killed after it).
       on_update: called with the results so far after every case (to save progress).
+      rounds: how often every case runs, interleaved (see the module docstring).
 
     Returns:
       {"machine", "settings", "results", "complete"}.
@@ -308,6 +334,8 @@ def benchmark(export_dir: str, runtimes: Sequence[str], threads: Sequence[int],
         raise ValueError(f"--runs must be >= 1, got {runs}")
     if timeout_s <= 0:
         raise ValueError(f"--timeout_s must be positive, got {timeout_s}")
+    if rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {rounds}")
     report = export_lib.read(export_dir)
     artifacts, missing = discover_artifacts(export_dir, report)
     if not artifacts:
@@ -322,8 +350,8 @@ def benchmark(export_dir: str, runtimes: Sequence[str], threads: Sequence[int],
     data = {
         "machine": machine_info(),
         "settings": {"export_dir": os.path.abspath(export_dir), "runtimes": list(runtimes),
-                     "threads": list(threads), "warmup": warmup, "runs": runs, "seed": seed,
-                     "timeout_s": timeout_s, "batch": 1,
+                     "threads": list(threads), "warmup": warmup, "runs": runs, "rounds": rounds,
+                     "seed": seed, "timeout_s": timeout_s, "batch": 1,
                      "input_size": report.get("input_size"),
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "missing_artifacts": missing,
@@ -332,35 +360,52 @@ def benchmark(export_dir: str, runtimes: Sequence[str], threads: Sequence[int],
         "complete": False,
     }
     machine_wide = {}  # runtime -> the result of a case that found it unavailable here
-    for index, case in enumerate(cases, 1):
-        artifact = case.artifact
-        if case.runtime in machine_wide:
-            outcome = {key: machine_wide[case.runtime][key]
-                       for key in ("status", "reason", "log") if key in machine_wide[case.runtime]}
-            outcome["checked_once"] = True
-        else:
-            outcome = run_in_subprocess(export_dir, case, warmup, runs, seed, timeout_s)
-            if outcome.get("status") == "unavailable" and outcome.get("machine_wide"):
-                machine_wide[case.runtime] = outcome
-        result = {"artifact": artifact.path, "model": artifact.model, "format": artifact.format,
-                  "quantization": artifact.quantization, "size_bytes": artifact.size_bytes,
-                  "runtime": case.runtime, "threads": case.threads,
-                  **{key: None for key in _RESULT_KEYS}, **outcome}
-        data["results"].append(result)
-        threads_text = "gpu" if case.threads is None else f"{case.threads} threads"
-        if result["status"] == "ok":
-            summary = (f"median {result['median_s']:.4f} s, p90 {result['p90_s']:.4f} s, "
-                       f"{result['fps']:.2f} fps, peak RSS "
-                       f"{(result['peak_rss_bytes'] or 0) / 2**20:.0f} MiB")
-        else:
-            summary = f"{result['status']}: {result.get('reason') or result.get('error')}"
-        logging.info("case %d/%d: %s %s %s: %s", index, len(cases), artifact.path,
-                     case.runtime, threads_text, summary)
-        if on_update is not None:
-            on_update(data)
+    outcomes: list[list[dict]] = [[] for _ in cases]
+    for round_index in range(rounds):
+        for index, case in enumerate(cases):
+            if outcomes[index] and outcomes[index][-1].get("status") != "ok":
+                continue  # failed or unavailable: once is enough
+            if case.runtime in machine_wide:
+                outcome = {key: machine_wide[case.runtime][key] for key in
+                           ("status", "reason", "log") if key in machine_wide[case.runtime]}
+                outcome["checked_once"] = True
+            else:
+                outcome = run_in_subprocess(export_dir, case, warmup, runs, seed, timeout_s)
+                if outcome.get("status") == "unavailable" and outcome.get("machine_wide"):
+                    machine_wide[case.runtime] = outcome
+            outcomes[index].append(outcome)
+            result = _case_result(case, merge_rounds(outcomes[index]))
+            if round_index == 0:
+                data["results"].append(result)
+            else:
+                data["results"][index] = result
+            _log_case(result, index + 1, len(cases), round_index + 1, rounds)
+            if on_update is not None:
+                on_update(data)
     data["complete"] = True
     data["settings"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return data
+
+
+def _case_result(case: Case, outcome: dict) -> dict:
+    artifact = case.artifact
+    return {"artifact": artifact.path, "model": artifact.model, "format": artifact.format,
+            "quantization": artifact.quantization, "size_bytes": artifact.size_bytes,
+            "runtime": case.runtime, "threads": case.threads,
+            **{key: None for key in _RESULT_KEYS}, **outcome}
+
+
+def _log_case(result: dict, number: int, count: int, round_number: int, rounds: int) -> None:
+    threads_text = "gpu" if result["threads"] is None else f"{result['threads']} threads"
+    if result["status"] == "ok":
+        summary = (f"median {result['median_s']:.4f} s, p90 {result['p90_s']:.4f} s, "
+                   f"{result['fps']:.2f} fps, peak RSS "
+                   f"{(result['peak_rss_bytes'] or 0) / 2**20:.0f} MiB")
+    else:
+        summary = f"{result['status']}: {result.get('reason') or result.get('error')}"
+    where = f"round {round_number}/{rounds}, " if rounds > 1 else ""
+    logging.info("%scase %d/%d: %s %s %s: %s", where, number, count, result["artifact"],
+                 result["runtime"], threads_text, summary)
 
 
 # The binary. Its flags are defined only when it runs (importing this module defines none, so
@@ -373,7 +418,9 @@ def define_flags() -> None:
                         f"{', '.join(FAMILIES)}, {', '.join(RUNTIMES)}.")
     flags.DEFINE_string("threads", "1,2", "Comma-separated thread counts of the CPU runtimes.")
     flags.DEFINE_integer("warmup", 3, "Untimed calls before timing (the first is one of them).")
-    flags.DEFINE_integer("runs", 10, "Timed calls per case.")
+    flags.DEFINE_integer("runs", 10, "Timed calls per case and round.")
+    flags.DEFINE_integer("rounds", 1, "Times every case runs, the rounds interleaved; the "
+                         "statistics are over the timed calls of all rounds.")
     flags.DEFINE_bool("xla", False, "Also time the SavedModel under XLA on CPU (tf_xla_cpu).")
     flags.DEFINE_integer("seed", 0, "Seed of the random input image.")
     flags.DEFINE_float("timeout_s", 600, "Wall-clock limit of one case, in seconds.")
@@ -395,7 +442,8 @@ def main(argv):
         output = FLAGS.json
         data = benchmark(FLAGS.export_dir, runtimes, threads, FLAGS.warmup, FLAGS.runs,
                          FLAGS.seed, FLAGS.timeout_s,
-                         on_update=lambda partial: write_json_atomic(partial, output))
+                         on_update=lambda partial: write_json_atomic(partial, output),
+                         rounds=FLAGS.rounds)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     write_json_atomic(data, FLAGS.json)

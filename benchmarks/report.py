@@ -402,6 +402,16 @@ def _reference_lines(latency: dict, export_report: dict, threads: int) -> list[s
     return lines
 
 
+def _timing_text(settings: dict) -> str:
+    rounds = settings.get("rounds") or 1
+    text = (f"{settings.get('warmup', 'n/a')} warm-up calls, then {settings.get('runs', 'n/a')} "
+            "timed calls per case, each case in a fresh process")
+    if rounds > 1:
+        text += (f"; {rounds} interleaved rounds of every case, statistics over the timed "
+                 "calls of all rounds")
+    return text
+
+
 def markdown(latency: dict, export_report: dict, ratio_threads: int = 2,
              plots: tuple[str, str] | None = (MIOU_PLOT, SIZE_PLOT)) -> str:
     """The report as Markdown.
@@ -425,9 +435,8 @@ def markdown(latency: dict, export_report: dict, ratio_threads: int = 2,
               f"- export: `{settings.get('export_dir', 'n/a')}`",
               f"- input size: {'x'.join(str(n) for n in size) if size else 'n/a'} "
               "(batch 1, one seeded random uint8 image)",
-              (f"- timing: {settings.get('warmup', 'n/a')} warm-up calls, "
-               f"{settings.get('runs', 'n/a')} timed calls per case, each case in a fresh "
-               "process; peak RSS is that process's peak (runtime, model and inference)")]
+              f"- timing: {_timing_text(settings)}; peak RSS is the largest of a case's "
+              "processes (runtime, model and inference)"]
     for name in _model_names(results, models):
         info = models.get(name, {})
         pruned = info.get("pruned")

@@ -116,7 +116,7 @@ def test_corrupt_tflite_fails_alone(export_dir, tmp_path):
         f.write(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     path = str(tmp_path / "latency.json")
     done = run_module("benchmarks.latency", "--export_dir", copy, "--json", path,
-                      "--runtimes", "tflite_xnnpack,tflite_gpu", *FAST)
+                      "--runtimes", "tflite_xnnpack,tflite_gpu", "--rounds", "2", *FAST)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(path) as f:
         results = by_case(json.load(f))
@@ -125,7 +125,28 @@ def test_corrupt_tflite_fails_alone(export_dir, tmp_path):
         assert bad["status"] == "failed" and bad["error"], bad
         assert bad["model"] is None and bad["median_s"] is None
     for name in ("icnet_fp32", "icnet_int8"):
-        assert results[(f"tflite/{name}.tflite", "tflite_xnnpack", 1)]["status"] == "ok"
+        good = results[(f"tflite/{name}.tflite", "tflite_xnnpack", 1)]
+        assert good["status"] == "ok"
+        # Two rounds of two timed calls; the median is over all four.
+        assert len(good["times_s"]) == 4 and len(good["round_medians_s"]) == 2
+        assert good["median_s"] == pytest.approx(float(np.median(good["times_s"])))
+    second_round = [line for line in done.stderr.splitlines() if "round 2/2, case" in line]
+    assert len(second_round) == 2 and not any("garbage" in line for line in second_round)
+
+
+def test_rounds_merge_into_one_result():
+    first = {"status": "ok", "median_s": 1.0, "times_s": [1.0, 1.0], "peak_rss_bytes": 5,
+             "load_s": 0.3, "wall_s": 2.0}
+    second = {"status": "ok", "median_s": 3.0, "times_s": [3.0, 3.0, 3.0],
+              "peak_rss_bytes": 9, "load_s": 0.1, "wall_s": 4.0}
+    merged = latency_lib.merge_rounds([first, second])
+    assert merged["median_s"] == 3.0 and merged["min_s"] == 1.0
+    assert merged["round_medians_s"] == [1.0, 3.0] and len(merged["times_s"]) == 5
+    assert merged["peak_rss_bytes"] == 9 and merged["wall_s"] == 6.0
+    assert merged["load_s"] == 0.3  # the cold start of the first round
+    crashed = {"status": "failed", "error": "worker exit code 1"}
+    assert latency_lib.merge_rounds([first, crashed]) == {**crashed, "rounds_ok": 1}
+    assert latency_lib.merge_rounds([first]) is first
 
 
 def test_crash_and_timeout_become_failed(tmp_path):
@@ -271,6 +292,7 @@ def test_discovery_and_flag_parsing(export_dir):
     (["--threads", "0"], "--threads"),
     (["--threads", "two"], "--threads"),
     (["--runs", "0"], "--runs"),
+    (["--rounds", "0"], "--rounds"),
 ])
 def test_latency_bad_flags(export_dir, tmp_path, args, flag):
     done = run_module("benchmarks.latency", "--export_dir", export_dir, "--json",
