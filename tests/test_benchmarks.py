@@ -316,3 +316,26 @@ def test_latency_and_report_bad_paths(tmp_path):
     done = run_module("benchmarks.report", "--latency", str(tmp_path / "bad.json"),
                       "--export_dir", str(empty), timeout=60)
     assert done.returncode != 0 and "not a benchmarks.latency file" in done.stderr
+
+
+def test_conv_latency_times_every_distinct_convolution(tmp_path):
+    path = str(tmp_path / "convs.json")
+    done = run_module("benchmarks.conv_latency", "--filter_scale", "0.125", "--input_size",
+                      "193x257", "--threads", "1", "--warmup", "0", "--runs", "1", "--json", path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(path) as f:
+        result = json.load(f)
+    merged = build_icnet(ICNetConfig.from_filter_scale(0.125, 19, batch_norm=False), SIZE)
+    convs = [layer.name for layer in merged.layers if isinstance(layer, tf_keras.layers.Conv2D)]
+    rows = result["rows"]
+    assert sorted(name for row in rows for name in row["layers"]) == sorted(convs)
+    assert sum(row["count"] for row in rows) == len(convs) > len(rows)
+    assert all(row["tf_s"] > 0 and row["tflite_s"] > 0 and row["gflops"] > 0 for row in rows)
+    assert result["totals"]["tf_s"] == pytest.approx(
+        sum(row["tf_s"] * row["count"] for row in rows))
+    excess = [(row["tflite_s"] - row["tf_s"]) * row["count"] for row in rows]
+    assert excess == sorted(excess, reverse=True)
+    assert "| total (weighted by count) |" in done.stdout
+
+    bad = run_module("benchmarks.conv_latency", "--threads", "0", timeout=60)
+    assert bad.returncode != 0 and "error: --threads" in bad.stderr
