@@ -18,24 +18,23 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import numpy as np
+import tensorflow as tf
+import tf_keras
 from absl import app, flags, logging
+from ai_edge_litert.interpreter import Interpreter
 
+from benchmarks.runtimes import measure
 from icnet.checkpoint import load_plan
 from icnet.cli import parse_size
 from icnet.config import ICNetConfig
 from icnet.fileio import atomic_write_bytes
+from icnet.model import build_icnet
 
 
 def conv_shapes(config: ICNetConfig, input_size: tuple[int, int]) -> list[dict]:
     """The distinct convolutions of the BN-merged model, in graph order, with their counts."""
-    import tf_keras
-
-    from icnet.model import build_icnet
-
     model = build_icnet(config.replace(batch_norm=False), input_size)
     shapes: dict[str, dict] = {}
     for layer in model.layers:
@@ -53,23 +52,8 @@ def conv_shapes(config: ICNetConfig, input_size: tuple[int, int]) -> list[dict]:
     return list(shapes.values())
 
 
-def _median_seconds(call: Callable[[], object], warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        begin = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - begin)
-    return statistics.median(times)
-
-
 def time_conv(spec: dict, threads: int, warmup: int, runs: int) -> dict:
     """Median seconds of one convolution in TensorFlow and in LiteRT (XNNPACK); its GFLOPs."""
-    import tensorflow as tf
-    import tf_keras
-    from ai_edge_litert.interpreter import Interpreter
-
     images = tf_keras.Input(spec["input"], batch_size=1)
     conv = tf_keras.layers.Conv2D(spec["filters"], spec["kernel"], strides=spec["stride"],
                                   dilation_rate=spec["dilation"], padding=spec["padding"])
@@ -78,13 +62,13 @@ def time_conv(spec: dict, threads: int, warmup: int, runs: int) -> dict:
     # Fetching one element forces the whole convolution without timing a copy of its output.
     first_element = tf.function(lambda x: model(x, training=False)[:, :1, :1, :1])
     tensor = tf.constant(feed)
-    tf_s = _median_seconds(lambda: first_element(tensor).numpy(), warmup, runs)
+    tf_s = statistics.median(measure(lambda x: first_element(x).numpy(), tensor, warmup, runs))
     interpreter = Interpreter(
         model_content=tf.lite.TFLiteConverter.from_keras_model(model).convert(),
         num_threads=threads)
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], feed)
-    tflite_s = _median_seconds(interpreter.invoke, warmup, runs)
+    tflite_s = statistics.median(measure(lambda _: interpreter.invoke(), None, warmup, runs))
     height, width = model.output_shape[1:3]
     gflops = 2 * height * width * spec["filters"] * spec["input"][2] * spec["kernel"] ** 2 / 1e9
     return {"tf_s": tf_s, "tflite_s": tflite_s, "gflops": gflops}
@@ -148,8 +132,6 @@ def main(argv):
                   ICNetConfig.from_filter_scale(FLAGS.filter_scale, FLAGS.num_classes))
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    import tensorflow as tf
-
     # Before TensorFlow runs anything: its thread pools are fixed at the first op.
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
