@@ -26,7 +26,7 @@ from absl import app, flags, logging
 from ai_edge_litert.interpreter import Interpreter
 
 from benchmarks.runtimes import measure
-from icnet.checkpoint import load_plan
+from icnet.checkpoint import select_plan
 from icnet.cli import parse_size
 from icnet.config import ICNetConfig
 from icnet.fileio import atomic_write_bytes
@@ -112,7 +112,8 @@ def table(result: dict) -> str:
 
 flags.DEFINE_float("filter_scale", 2.0, "Reference plan width: 1 (half) or 2 (full).")
 flags.DEFINE_string("model_dir", None, "Model directory with plan.json (e.g. a pruned model).")
-flags.DEFINE_integer("num_classes", 19, "Classifier width (ignored with --model_dir).")
+flags.DEFINE_string("plan", None, "A plan.json file.")
+flags.DEFINE_integer("num_classes", 19, "Classifier width (ignored with --model_dir/--plan).")
 flags.DEFINE_string("input_size", "1025x2049", "Input HxW of the model.")
 flags.DEFINE_integer("threads", 2, "Threads of both runtimes.")
 flags.DEFINE_integer("warmup", 2, "Untimed calls per convolution and runtime.")
@@ -128,8 +129,8 @@ def main(argv):
         if FLAGS.threads < 1 or FLAGS.runs < 1 or FLAGS.warmup < 0:
             raise ValueError(f"--threads and --runs must be >= 1 and --warmup >= 0, got "
                              f"{FLAGS.threads}, {FLAGS.runs}, {FLAGS.warmup}")
-        config = (load_plan(FLAGS.model_dir) if FLAGS.model_dir else
-                  ICNetConfig.from_filter_scale(FLAGS.filter_scale, FLAGS.num_classes))
+        config = select_plan(FLAGS.model_dir, FLAGS.plan, FLAGS.filter_scale,
+                             FLAGS.num_classes)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     # Before TensorFlow runs anything: its thread pools are fixed at the first op.
@@ -137,9 +138,9 @@ def main(argv):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.set_visible_devices([], "GPU")
     result = measure_plan(config, size, FLAGS.threads, FLAGS.warmup, FLAGS.runs)
+    source = FLAGS.model_dir or FLAGS.plan or f"filter_scale={FLAGS.filter_scale:g}"
     result["settings"] = {"input_size": list(size), "threads": FLAGS.threads,
-                          "warmup": FLAGS.warmup, "runs": FLAGS.runs,
-                          "source": FLAGS.model_dir or f"filter_scale={FLAGS.filter_scale:g}"}
+                          "warmup": FLAGS.warmup, "runs": FLAGS.runs, "source": source}
     if FLAGS.json:
         atomic_write_bytes(FLAGS.json, json.dumps(result, indent=1).encode())
     print(table(result))

@@ -15,9 +15,8 @@ import sys
 
 from absl import app, flags
 
-from icnet.checkpoint import load_plan
+from icnet.checkpoint import select_plan
 from icnet.cli import parse_size
-from icnet.config import ICNetConfig
 from icnet.profiling import model_profile
 
 flags.DEFINE_float("filter_scale", 1.0, "Reference plan width: 1 (half) or 2 (full).")
@@ -33,12 +32,8 @@ def main(argv):
     del argv
     try:
         size = parse_size(FLAGS.input_size, "input_size")
-        if FLAGS.model_dir:
-            config = load_plan(FLAGS.model_dir)
-        elif FLAGS.plan:
-            config = ICNetConfig.load(FLAGS.plan)
-        else:
-            config = ICNetConfig.from_filter_scale(FLAGS.filter_scale, FLAGS.num_classes)
+        config = select_plan(FLAGS.model_dir, FLAGS.plan, FLAGS.filter_scale,
+                             FLAGS.num_classes)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     result = model_profile(config.replace(batch_norm=FLAGS.batch_norm), size)

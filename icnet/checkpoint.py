@@ -40,6 +40,20 @@ def load_plan(model_dir: str) -> ICNetConfig:
     return ICNetConfig.load(plan_path)
 
 
+def select_plan(model_dir: str | None, plan_file: str | None, filter_scale: float,
+                num_classes: int) -> ICNetConfig:
+    """The config of a model directory, else of a plan.json, else the reference plan.
+
+    Raises:
+      FileNotFoundError, ValueError: a missing or invalid plan.
+    """
+    if model_dir:
+        return load_plan(model_dir)
+    if plan_file:
+        return ICNetConfig.load(plan_file)
+    return ICNetConfig.from_filter_scale(filter_scale, num_classes)
+
+
 def checkpoint_for(model: tf_keras.Model, **extra) -> tf.train.Checkpoint:
     """A checkpoint tracking every layer with weights by name (plus `extra`, e.g. optimizer)."""
     return tf.train.Checkpoint(layers={layer.name: layer for layer in model.layers

@@ -22,6 +22,7 @@ from benchmarks import report as report_lib
 from benchmarks.runtimes import RUNTIMES
 from deploy import report as export_lib
 from deploy.export import ExportOptions, export
+from icnet.checkpoint import select_plan
 from icnet.config import ICNetConfig
 from icnet.data import make_source
 from icnet.model import build_icnet
@@ -339,3 +340,16 @@ def test_conv_latency_times_every_distinct_convolution(tmp_path):
 
     bad = run_module("benchmarks.conv_latency", "--threads", "0", timeout=60)
     assert bad.returncode != 0 and "error: --threads" in bad.stderr
+
+
+def test_select_plan_prefers_model_dir_then_plan_file(tmp_path):
+    pruned = ICNetConfig.from_filter_scale(0.25, 7)
+    pruned.save(str(tmp_path / "plan.json"))
+    assert select_plan(str(tmp_path), None, 2.0, 19) == pruned
+    assert select_plan(None, str(tmp_path / "plan.json"), 2.0, 19) == pruned
+    assert select_plan(None, None, 2.0, 19) == ICNetConfig.from_filter_scale(2.0, 19)
+    with pytest.raises(FileNotFoundError, match="no plan.json"):
+        select_plan(str(tmp_path / "empty"), None, 2.0, 19)
+    done = run_module("benchmarks.conv_latency", "--plan", str(tmp_path / "missing.json"),
+                      timeout=60)
+    assert done.returncode != 0 and "plan file not found" in done.stderr
