@@ -3,6 +3,7 @@
 Examples:
   python -m benchmarks.conv_latency --filter_scale 2 --input_size 1025x2049 --threads 2
   python -m benchmarks.conv_latency --model_dir runs/demo/export/pruned_model --json convs.json
+  python -m benchmarks.conv_latency --filter_scale 2 --split_mib 1.2
 
 It explains a whole-model latency gap between the SavedModel in TensorFlow (oneDNN kernels) and
 the fp32 TFLite model under XNNPACK: each convolution of the BN-merged model is built alone at
@@ -11,11 +12,16 @@ weights), converted to fp32 TFLite, and timed in both runtimes with the same thr
 are sorted by how much longer LiteRT takes, times how often the convolution occurs. A
 convolution alone runs with its weights hot in cache and without its neighbours, so the totals
 only approximate the whole model's conv time.
+
+XNNPACK's throughput drops on the widest kernels, mostly those larger than the core's L2 cache;
+`--split_mib` also times each larger convolution as output-channel groups within the budget, in
+both runtimes, to show what such a split would gain or cost.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 
@@ -52,12 +58,17 @@ def conv_shapes(config: ICNetConfig, input_size: tuple[int, int]) -> list[dict]:
     return list(shapes.values())
 
 
-def time_conv(spec: dict, threads: int, warmup: int, runs: int) -> dict:
-    """Median seconds of one convolution in TensorFlow and in LiteRT (XNNPACK); its GFLOPs."""
+def time_conv(spec: dict, threads: int, warmup: int, runs: int, groups: int = 1) -> dict:
+    """Median seconds of one convolution in TensorFlow and in LiteRT (XNNPACK); its GFLOPs and
+    fp32 kernel size in MiB. With `groups` > 1 the convolution runs as that many convolutions
+    over the same input, each computing a slice of the output channels, concatenated."""
     images = tf_keras.Input(spec["input"], batch_size=1)
-    conv = tf_keras.layers.Conv2D(spec["filters"], spec["kernel"], strides=spec["stride"],
-                                  dilation_rate=spec["dilation"], padding=spec["padding"])
-    model = tf_keras.Model(images, conv(images))
+    widths = [spec["filters"] // groups + (i < spec["filters"] % groups) for i in range(groups)]
+    outputs = [tf_keras.layers.Conv2D(width, spec["kernel"], strides=spec["stride"],
+                                      dilation_rate=spec["dilation"],
+                                      padding=spec["padding"])(images) for width in widths]
+    model = tf_keras.Model(images, outputs[0] if groups == 1
+                           else tf_keras.layers.Concatenate()(outputs))
     feed = np.random.default_rng(0).random((1, *spec["input"]), dtype=np.float32)
     # Fetching one element forces the whole convolution without timing a copy of its output.
     first_element = tf.function(lambda x: model(x, training=False)[:, :1, :1, :1])
@@ -70,13 +81,22 @@ def time_conv(spec: dict, threads: int, warmup: int, runs: int) -> dict:
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], feed)
     tflite_s = statistics.median(measure(lambda _: interpreter.invoke(), None, warmup, runs))
     height, width = model.output_shape[1:3]
-    gflops = 2 * height * width * spec["filters"] * spec["input"][2] * spec["kernel"] ** 2 / 1e9
-    return {"tf_s": tf_s, "tflite_s": tflite_s, "gflops": gflops}
+    weights = spec["filters"] * spec["input"][2] * spec["kernel"] ** 2
+    return {"tf_s": tf_s, "tflite_s": tflite_s, "gflops": 2 * height * width * weights / 1e9,
+            "weights_mib": 4 * weights / 2**20}
+
+
+def output_groups(weights_mib: float, filters: int, budget_mib: float) -> int:
+    """Fewest output-channel groups that bring each group's fp32 kernel within `budget_mib`."""
+    return min(filters, math.ceil(weights_mib / budget_mib))
 
 
 def measure_plan(config: ICNetConfig, input_size: tuple[int, int], threads: int,
-                 warmup: int = 2, runs: int = 5) -> dict:
+                 warmup: int = 2, runs: int = 5, split_mib: float | None = None) -> dict:
     """Times every distinct convolution (see the module docstring).
+
+    With `split_mib`, a convolution whose fp32 kernel exceeds it is also timed split into
+    output-channel groups (see output_groups), as row["split"] = {"groups", "tf_s", "tflite_s"}.
 
     Returns:
       {"rows": [...], "totals": {"tf_s", "tflite_s", "gflops"}}; each row is a conv_shapes
@@ -86,9 +106,16 @@ def measure_plan(config: ICNetConfig, input_size: tuple[int, int], threads: int,
     shapes = conv_shapes(config, input_size)
     for index, spec in enumerate(shapes, 1):
         row = {**spec, **time_conv(spec, threads, warmup, runs)}
-        rows.append(row)
         logging.info("conv %d/%d %s: TF %.1f ms, LiteRT %.1f ms", index, len(shapes),
                      spec["layers"][0], row["tf_s"] * 1e3, row["tflite_s"] * 1e3)
+        if split_mib and row["weights_mib"] > split_mib:
+            groups = output_groups(row["weights_mib"], spec["filters"], split_mib)
+            split = time_conv(spec, threads, warmup, runs, groups)
+            row["split"] = {"groups": groups, "tf_s": split["tf_s"],
+                            "tflite_s": split["tflite_s"]}
+            logging.info("  split in %d output groups: TF %.1f ms, LiteRT %.1f ms", groups,
+                         split["tf_s"] * 1e3, split["tflite_s"] * 1e3)
+        rows.append(row)
     rows.sort(key=lambda r: (r["tf_s"] - r["tflite_s"]) * r["count"])
     totals = {key: sum(r[key] * r["count"] for r in rows) for key in ("tf_s", "tflite_s",
                                                                        "gflops")}
@@ -96,17 +123,30 @@ def measure_plan(config: ICNetConfig, input_size: tuple[int, int], threads: int,
 
 
 def table(result: dict) -> str:
-    """The rows as a Markdown table, milliseconds and GFLOP/s per runtime."""
-    lines = ["| layers | input | filters | kernel | stride | dilation | count | GFLOPs | "
-             "TF ms | LiteRT ms | LiteRT / TF |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The rows as a Markdown table: shape, fp32 kernel MiB, milliseconds per runtime, ratio."""
+    lines = ["| layers | input | filters | kernel | stride | dilation | count | weights MiB | "
+             "GFLOPs | TF ms | LiteRT ms | LiteRT / TF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"] + [{"layers": ["total (weighted by count)"], **result["totals"]}]:
         names = ", ".join(r["layers"][:3]) + (" ..." if len(r["layers"]) > 3 else "")
         shape = "x".join(str(n) for n in r["input"]) if "input" in r else ""
         cells = [names, shape] + [str(r.get(k, "")) for k in ("filters", "kernel", "stride",
                                                              "dilation", "count")]
+        cells += [f"{r['weights_mib']:.2f}" if "weights_mib" in r else ""]
         cells += [f"{r['gflops']:.2f}", f"{r['tf_s'] * 1e3:.1f}", f"{r['tflite_s'] * 1e3:.1f}",
                   f"{r['tflite_s'] / r['tf_s']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    split_rows = [r for r in result["rows"] if "split" in r]
+    if split_rows:
+        lines += ["", "| layers | weights MiB | groups | TF ms whole | TF ms split | "
+                  "LiteRT ms whole | LiteRT ms split |", "|---|---|---|---|---|---|---|"]
+        for r in split_rows:
+            split = r["split"]
+            cells = [", ".join(r["layers"][:3]) + (" ..." if len(r["layers"]) > 3 else ""),
+                     f"{r['weights_mib']:.2f}", str(split["groups"])]
+            cells += [f"{seconds * 1e3:.1f}" for seconds in (r["tf_s"], split["tf_s"],
+                                                             r["tflite_s"], split["tflite_s"])]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -118,6 +158,8 @@ flags.DEFINE_string("input_size", "1025x2049", "Input HxW of the model.")
 flags.DEFINE_integer("threads", 2, "Threads of both runtimes.")
 flags.DEFINE_integer("warmup", 2, "Untimed calls per convolution and runtime.")
 flags.DEFINE_integer("runs", 5, "Timed calls per convolution and runtime.")
+flags.DEFINE_float("split_mib", None, "Also time every convolution whose fp32 kernel exceeds "
+                   "this many MiB split into output-channel groups of at most this size.")
 flags.DEFINE_string("json", None, "Also write the rows and totals to this JSON file.")
 FLAGS = flags.FLAGS
 
@@ -129,6 +171,8 @@ def main(argv):
         if FLAGS.threads < 1 or FLAGS.runs < 1 or FLAGS.warmup < 0:
             raise ValueError(f"--threads and --runs must be >= 1 and --warmup >= 0, got "
                              f"{FLAGS.threads}, {FLAGS.runs}, {FLAGS.warmup}")
+        if FLAGS.split_mib is not None and FLAGS.split_mib <= 0:
+            raise ValueError(f"--split_mib must be > 0, got {FLAGS.split_mib}")
         config = select_plan(FLAGS.model_dir, FLAGS.plan, FLAGS.filter_scale,
                              FLAGS.num_classes)
     except (ValueError, FileNotFoundError) as e:
@@ -137,10 +181,12 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.set_visible_devices([], "GPU")
-    result = measure_plan(config, size, FLAGS.threads, FLAGS.warmup, FLAGS.runs)
+    result = measure_plan(config, size, FLAGS.threads, FLAGS.warmup, FLAGS.runs,
+                          FLAGS.split_mib)
     source = FLAGS.model_dir or FLAGS.plan or f"filter_scale={FLAGS.filter_scale:g}"
     result["settings"] = {"input_size": list(size), "threads": FLAGS.threads,
-                          "warmup": FLAGS.warmup, "runs": FLAGS.runs, "source": source}
+                          "warmup": FLAGS.warmup, "runs": FLAGS.runs, "source": source,
+                          "split_mib": FLAGS.split_mib}
     if FLAGS.json:
         atomic_write_bytes(FLAGS.json, json.dumps(result, indent=1).encode())
     print(table(result))

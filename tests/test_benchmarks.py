@@ -322,7 +322,8 @@ def test_latency_and_report_bad_paths(tmp_path):
 def test_conv_latency_times_every_distinct_convolution(tmp_path):
     path = str(tmp_path / "convs.json")
     done = run_module("benchmarks.conv_latency", "--filter_scale", "0.125", "--input_size",
-                      "193x257", "--threads", "1", "--warmup", "0", "--runs", "1", "--json", path)
+                      "193x257", "--threads", "1", "--warmup", "0", "--runs", "1",
+                      "--split_mib", "0.02", "--json", path)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(path) as f:
         result = json.load(f)
@@ -332,14 +333,26 @@ def test_conv_latency_times_every_distinct_convolution(tmp_path):
     assert sorted(name for row in rows for name in row["layers"]) == sorted(convs)
     assert sum(row["count"] for row in rows) == len(convs) > len(rows)
     assert all(row["tf_s"] > 0 and row["tflite_s"] > 0 and row["gflops"] > 0 for row in rows)
+    kernel_mib = {layer.name: 4 * layer.kernel.shape.num_elements() / 2**20
+                  for layer in merged.layers if isinstance(layer, tf_keras.layers.Conv2D)}
+    assert all(row["weights_mib"] == pytest.approx(kernel_mib[name])
+               for row in rows for name in row["layers"])
     assert result["totals"]["tf_s"] == pytest.approx(
         sum(row["tf_s"] * row["count"] for row in rows))
     excess = [(row["tflite_s"] - row["tf_s"]) * row["count"] for row in rows]
     assert excess == sorted(excess, reverse=True)
     assert "| total (weighted by count) |" in done.stdout
+    split = [row for row in rows if "split" in row]
+    assert split and all(row["weights_mib"] > 0.02 for row in split)
+    assert all(row["weights_mib"] / row["split"]["groups"] <= 0.02 < row["weights_mib"] /
+               (row["split"]["groups"] - 1) for row in split)
+    assert all(row["split"]["tf_s"] > 0 and row["split"]["tflite_s"] > 0 for row in split)
+    assert "| layers | weights MiB | groups |" in done.stdout
 
     bad = run_module("benchmarks.conv_latency", "--threads", "0", timeout=60)
     assert bad.returncode != 0 and "error: --threads" in bad.stderr
+    bad = run_module("benchmarks.conv_latency", "--split_mib", "0", timeout=60)
+    assert bad.returncode != 0 and "error: --split_mib must be > 0" in bad.stderr
 
 
 def test_select_plan_prefers_model_dir_then_plan_file(tmp_path):
