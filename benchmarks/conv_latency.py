@@ -173,8 +173,8 @@ def main(argv):
                              f"{FLAGS.threads}, {FLAGS.runs}, {FLAGS.warmup}")
         if FLAGS.split_mib is not None and FLAGS.split_mib <= 0:
             raise ValueError(f"--split_mib must be > 0, got {FLAGS.split_mib}")
-        config = select_plan(FLAGS.model_dir, FLAGS.plan, FLAGS.filter_scale,
-                             FLAGS.num_classes)
+        config, source = select_plan(FLAGS.model_dir, FLAGS.plan, FLAGS.filter_scale,
+                                     FLAGS.num_classes)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     # Before TensorFlow runs anything: its thread pools are fixed at the first op.
@@ -183,7 +183,6 @@ def main(argv):
     tf.config.set_visible_devices([], "GPU")
     result = measure_plan(config, size, FLAGS.threads, FLAGS.warmup, FLAGS.runs,
                           FLAGS.split_mib)
-    source = FLAGS.model_dir or FLAGS.plan or f"filter_scale={FLAGS.filter_scale:g}"
     result["settings"] = {"input_size": list(size), "threads": FLAGS.threads,
                           "warmup": FLAGS.warmup, "runs": FLAGS.runs, "source": source,
                           "split_mib": FLAGS.split_mib}

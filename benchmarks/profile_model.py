@@ -32,12 +32,11 @@ def main(argv):
     del argv
     try:
         size = parse_size(FLAGS.input_size, "input_size")
-        config = select_plan(FLAGS.model_dir, FLAGS.plan, FLAGS.filter_scale,
-                             FLAGS.num_classes)
+        config, source = select_plan(FLAGS.model_dir, FLAGS.plan, FLAGS.filter_scale,
+                                     FLAGS.num_classes)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     result = model_profile(config.replace(batch_norm=FLAGS.batch_norm), size)
-    source = FLAGS.model_dir or FLAGS.plan or f"filter_scale={FLAGS.filter_scale:g}"
     print(json.dumps({"source": source, **result}))
 
 

@@ -41,17 +41,19 @@ def load_plan(model_dir: str) -> ICNetConfig:
 
 
 def select_plan(model_dir: str | None, plan_file: str | None, filter_scale: float,
-                num_classes: int) -> ICNetConfig:
-    """The config of a model directory, else of a plan.json, else the reference plan.
+                num_classes: int) -> tuple[ICNetConfig, str]:
+    """The config of a model directory, else of a plan.json, else the reference plan, with
+    where it came from (the directory, the file or `filter_scale=S`).
 
     Raises:
       FileNotFoundError, ValueError: a missing or invalid plan.
     """
     if model_dir:
-        return load_plan(model_dir)
+        return load_plan(model_dir), model_dir
     if plan_file:
-        return ICNetConfig.load(plan_file)
-    return ICNetConfig.from_filter_scale(filter_scale, num_classes)
+        return ICNetConfig.load(plan_file), plan_file
+    return (ICNetConfig.from_filter_scale(filter_scale, num_classes),
+            f"filter_scale={filter_scale:g}")
 
 
 def checkpoint_for(model: tf_keras.Model, **extra) -> tf.train.Checkpoint:

@@ -358,9 +358,11 @@ def test_conv_latency_times_every_distinct_convolution(tmp_path):
 def test_select_plan_prefers_model_dir_then_plan_file(tmp_path):
     pruned = ICNetConfig.from_filter_scale(0.25, 7)
     pruned.save(str(tmp_path / "plan.json"))
-    assert select_plan(str(tmp_path), None, 2.0, 19) == pruned
-    assert select_plan(None, str(tmp_path / "plan.json"), 2.0, 19) == pruned
-    assert select_plan(None, None, 2.0, 19) == ICNetConfig.from_filter_scale(2.0, 19)
+    assert select_plan(str(tmp_path), None, 2.0, 19) == (pruned, str(tmp_path))
+    plan_file = str(tmp_path / "plan.json")
+    assert select_plan(None, plan_file, 2.0, 19) == (pruned, plan_file)
+    assert select_plan(None, None, 2.0, 19) == (ICNetConfig.from_filter_scale(2.0, 19),
+                                                "filter_scale=2")
     with pytest.raises(FileNotFoundError, match="no plan.json"):
         select_plan(str(tmp_path / "empty"), None, 2.0, 19)
     done = run_module("benchmarks.conv_latency", "--plan", str(tmp_path / "missing.json"),
