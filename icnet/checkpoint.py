@@ -78,11 +78,17 @@ def restore_into(model: tf_keras.Model, path: str) -> str:
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
         raise ValueError(f"{prefix}: checkpoint does not match its {PLAN_FILENAME}: {e}") from e
+    except (tf.errors.OpError, IndexError) as e:  # a truncated or missing data shard
+        raise ValueError(f"{prefix}: checkpoint is damaged or incomplete: "
+                         f"{type(e).__name__}: {e}") from e
     return prefix
 
 
 def load_checkpoint_weights(path: str) -> tuple[ICNetConfig, WeightDict]:
     """Reads a training checkpoint (model dir or prefix) into (config, reference weight dict)."""
+    if latest_checkpoint(path) is None:
+        raise FileNotFoundError(f"{path}: not a .npy file, a model directory with a checkpoint "
+                                f"or a checkpoint prefix")
     config = load_plan(model_dir_of(path))
     model = build_icnet(config, _RESTORE_SIZE)
     restore_into(model, path)

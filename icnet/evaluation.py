@@ -33,7 +33,8 @@ def evaluate(segmenter: Segmenter, source: Source, num_images: int = 0,
 
     Returns:
       {"miou", "pixel_accuracy" (fractions), "per_class_iou" (by class name, NaN-free: absent
-      classes are omitted), "num_images"}.
+      classes are omitted), "num_images", "confusion_matrix" (rows: labels, columns:
+      predictions, as nested lists)}.
     """
     total = len(source) if num_images <= 0 else min(num_images, len(source))
     matrix = ConfusionMatrix(source.num_classes)

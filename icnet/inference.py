@@ -28,7 +28,7 @@ def load_weights(path: str, num_classes: int | None = None,
     """
     if path.endswith(".npy"):
         weights = load_npy_weights(path)
-        config = config_from_weights(weights)
+        config = config_from_weights(weights, path)
     else:
         config, weights = load_checkpoint_weights(path)
     if num_classes is not None and num_classes != config.num_classes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tensorflow as tf
+import tf_keras
 
 # Loss weights of the three branch outputs: 1/16 (sub4), 1/8 (sub24), 1/4 (sub124).
 DEFAULT_LAMBDAS = {"sub4_out": 0.16, "sub24_out": 0.4, "conv6_cls": 1.0}
@@ -37,7 +38,7 @@ def cascade_loss(outputs: dict[str, tf.Tensor], labels: tf.Tensor, num_classes: 
     return total, branches
 
 
-def weight_decay(model: tf.keras.Model, rate: float) -> tf.Tensor:
+def weight_decay(model: tf_keras.Model, rate: float) -> tf.Tensor:
     """`rate` times the L2 loss (half the sum of squares) of every conv kernel."""
     kernels = [v for v in model.trainable_variables if "kernel" in v.name]
     return rate * tf.add_n([tf.nn.l2_loss(tf.cast(k, tf.float32)) for k in kernels])

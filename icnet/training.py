@@ -25,7 +25,8 @@ from icnet.checkpoint import checkpoint_for
 from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.data import Source, train_dataset
 from icnet.data.labels import palette_for
-from icnet.image_io import colorize
+from icnet.fileio import atomic_write_bytes
+from icnet.image_io import overlay
 from icnet.losses import DEFAULT_LAMBDAS, cascade_loss, weight_decay
 from icnet.model import build_icnet
 from icnet.weights import WeightDict, assign_weights, expand_batch_norm
@@ -78,8 +79,9 @@ class TrainOptions:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        for name in ("checkpoint_every", "log_every", "image_summary_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -308,8 +310,8 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
     summary = {"step": step, "resumed": bool(resumed_from), "losses": losses,
                "replicas": replicas, "seconds": round(time.time() - begin, 1)}
     if chief:
-        with open(os.path.join(options.model_dir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
+        atomic_write_bytes(os.path.join(options.model_dir, "train_summary.json"),
+                           json.dumps(summary, indent=1).encode())
     return summary
 
 
@@ -320,5 +322,5 @@ def _image_summary(model, batch, palette, step, strategy) -> None:
     classes = tf.image.resize(tf.argmax(logits, -1)[..., None], images.shape[1:3],
                               method="nearest")[0, ..., 0].numpy()
     image = images[0].numpy().astype(np.uint8)
-    blended = (0.5 * image + 0.5 * colorize(classes, palette)).astype(np.uint8)
+    blended = overlay(image, classes, palette)
     tf.summary.image("prediction", np.concatenate([image, blended], axis=1)[None], step=step)

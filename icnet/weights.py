@@ -23,7 +23,6 @@ from icnet.model import BN_EPSILON
 WeightDict = dict[str, dict[str, np.ndarray]]
 
 CONV_PARAMS = ("weights", "biases")
-BN_PARAMS = ("scale", "offset", "mean", "variance")
 _BN_KERAS_ORDER = ("scale", "offset", "mean", "variance")  # gamma, beta, moving mean/var
 _HEADS = ("sub4_out", "sub24_out")
 
@@ -109,11 +108,20 @@ def save_npy_weights(weights: WeightDict, path: str) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def config_from_weights(weights: WeightDict) -> ICNetConfig:
-    """Infers class count, channel plan and BN variant from a weight dict's shapes."""
-    missing = sorted(set(REFERENCE_WIDTHS) - set(weights))
-    if missing or "conv6_cls" not in weights:
-        raise ValueError(f"weights lack layers {missing or ['conv6_cls']}")
+def config_from_weights(weights: WeightDict, source: str = "weights") -> ICNetConfig:
+    """Infers class count, channel plan and BN variant from a weight dict's shapes.
+
+    Raises:
+      ValueError: a layer of the network, or its 4-D conv kernel `weights`, is missing
+        (the message starts with `source`).
+    """
+    needed = [*REFERENCE_WIDTHS, "conv6_cls"]
+    missing = [name for name in needed if name not in weights]
+    if missing:
+        raise ValueError(f"{source}: lacks layers {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    no_kernel = [name for name in needed if np.ndim(weights[name].get("weights")) != 4]
+    if no_kernel:
+        raise ValueError(f"{source}: layers without a 4-D conv kernel 'weights': {no_kernel[:5]}")
     plan = {name: int(weights[name]["weights"].shape[-1]) for name in REFERENCE_WIDTHS}
     batch_norm = any(name.endswith("_bn") for name in weights)
     return ICNetConfig(int(weights["conv6_cls"]["weights"].shape[-1]), plan, batch_norm)

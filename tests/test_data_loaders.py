@@ -12,7 +12,8 @@ from PIL import Image
 
 from icnet.data import ade20k, check_crop_fits, cityscapes, make_source
 from icnet.data.listfile import read_list_file
-from icnet.data.pipeline import decode_image, decode_label
+from icnet.data.pipeline import decode_label
+from icnet.image_io import read_rgb
 
 HEIGHT, WIDTH = 40, 64
 
@@ -181,7 +182,7 @@ def test_corrupt_image_error_names_file(tmp_path):
     _write(tmp_path / "l.png", _label([1]))
     (tmp_path / "list.txt").write_text("broken.png l.png\n")
     with pytest.raises(ValueError, match="broken.png"):
-        decode_image(str(tmp_path / "broken.png"))
+        read_rgb(str(tmp_path / "broken.png"))
     source = make_source("list", "train", list_file=tmp_path / "list.txt", num_classes=19)
     with pytest.raises(tf.errors.OpError, match="broken.png"):
         _elements(source)
@@ -199,8 +200,8 @@ def test_image_label_size_mismatch_names_both(tmp_path):
 def test_grayscale_and_rgba_images_become_rgb(tmp_path):
     gray = _image(0)[..., 0]
     rgba = np.concatenate([_image(1), np.full((HEIGHT, WIDTH, 1), 7, np.uint8)], axis=-1)
-    decoded_gray = decode_image(str(_write(tmp_path / "g.png", gray, "L")))
-    decoded_rgba = decode_image(str(_write(tmp_path / "a.png", rgba, "RGBA")))
+    decoded_gray = read_rgb(str(_write(tmp_path / "g.png", gray, "L")))
+    decoded_rgba = read_rgb(str(_write(tmp_path / "a.png", rgba, "RGBA")))
     assert decoded_gray.shape == (HEIGHT, WIDTH, 3)
     for channel in range(3):
         np.testing.assert_array_equal(decoded_gray[..., channel], gray)

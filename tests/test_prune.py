@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
+import tf_keras
 
 from conftest import REPO, rel_l2
 from deploy.prune import (dependency_groups, group_keeps, kept_width, l1_importance,
@@ -35,7 +35,7 @@ def group_of(groups, conv):
 def random_bn_weights(config, seed=0):
     """Glorot kernels from the builder, plus random (non-trivial) BN statistics."""
     rng = np.random.default_rng(seed)
-    tf.keras.utils.set_random_seed(seed)
+    tf_keras.utils.set_random_seed(seed)
     weights = model_weights(build_icnet(config, (161, 161)))
     for name, params in weights.items():
         if name.endswith("_bn"):

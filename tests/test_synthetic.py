@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from icnet.data.labels import CITYSCAPES_NUM_CLASSES, trainid_to_labelid_lut
-from icnet.data.synthetic import parse_size, render_scene, split_seed, write_cityscapes_layout
+from icnet.cli import parse_size
+from icnet.data.synthetic import render_scene, split_seed, write_cityscapes_layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,11 +108,11 @@ def test_writer_produces_cityscapes_layout(tmp_path):
 @pytest.mark.parametrize("text", ["512", "512x", "ax10", "0x10", "10x-3", "10x10x3"])
 def test_parse_size_rejects_malformed(text):
     with pytest.raises(ValueError, match="--size"):
-        parse_size(text)
+        parse_size(text, "size")
 
 
 def test_parse_size_accepts_height_by_width():
-    assert parse_size("193x385") == (193, 385)
+    assert parse_size("193x385", "size") == (193, 385)
 
 
 def test_cli_rejects_bad_size(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from conftest import rel_l2
 from icnet.checkpoint import load_checkpoint_weights, save_model_checkpoint
 from icnet.config import PLAN_FILENAME, ICNetConfig
+from icnet.inference import load_weights
 from icnet.model import build_icnet
 from icnet.weights import (UnsafeWeightsError, assign_weights, config_from_weights,
                            fold_batch_norm, load_npy_weights, model_weights, save_npy_weights)
@@ -135,3 +136,31 @@ def test_training_checkpoint_loads_with_its_plan(tmp_path, quarter_bn):
     other.save(str(tmp_path / PLAN_FILENAME))
     with pytest.raises(ValueError, match="does not match"):
         load_checkpoint_weights(str(tmp_path))
+
+
+def test_incomplete_weight_file_is_named(tmp_path, quarter_merged):
+    weights, _ = quarter_merged
+    without_layer = {k: v for k, v in weights.items() if k != "conv_sub2"}
+    save_npy_weights(without_layer, str(tmp_path / "no_layer.npy"))
+    with pytest.raises(ValueError, match=r"no_layer\.npy: lacks layers \['conv_sub2'\]"):
+        load_weights(str(tmp_path / "no_layer.npy"))
+    without_kernel = {**weights, "conv_sub4": {"biases": weights["conv_sub4"]["biases"]}}
+    save_npy_weights(without_kernel, str(tmp_path / "no_kernel.npy"))
+    with pytest.raises(ValueError, match=r"no_kernel\.npy: .*'weights'.*conv_sub4"):
+        load_weights(str(tmp_path / "no_kernel.npy"))
+
+
+def test_damaged_or_missing_checkpoint_is_named(tmp_path, quarter_bn):
+    weights, _ = quarter_bn
+    config = config_from_weights(weights)
+    model = build_icnet(config, (161, 161))
+    prefix = save_model_checkpoint(model, config, str(tmp_path / "run"))
+    data = tmp_path / "run" / f"{os.path.basename(prefix)}.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(ValueError, match="checkpoint is damaged or incomplete"):
+        load_weights(str(tmp_path / "run"))
+    data.unlink()
+    with pytest.raises(ValueError, match="checkpoint is damaged or incomplete"):
+        load_weights(str(tmp_path / "run"))
+    with pytest.raises(FileNotFoundError, match=r"typo: not a \.npy file, a model directory"):
+        load_weights(str(tmp_path / "typo"))

@@ -13,7 +13,6 @@ evaluates; ADE20K images are resized to 480x480 and predictions resized back to 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from absl import app, flags, logging
@@ -21,6 +20,7 @@ from absl import app, flags, logging
 from icnet.data import ade20k
 from icnet.data.labels import CITYSCAPES_NUM_CLASSES
 from icnet.evaluation import evaluate, format_table
+from icnet.fileio import atomic_write_bytes
 from icnet.inference import Segmenter, load_weights
 from train.common_flags import define_data_flags, source_from_flags
 
@@ -51,9 +51,7 @@ def main(argv):
                       FLAGS.write_predictions)
     print(format_table(result, source.class_names))
     if FLAGS.json:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
-        with open(FLAGS.json, "w") as f:
-            json.dump(result, f, indent=1)
+        atomic_write_bytes(FLAGS.json, json.dumps(result, indent=1).encode())
         logging.info("wrote %s", FLAGS.json)
 
 

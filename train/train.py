@@ -9,8 +9,9 @@ Fine-tuning the released Cityscapes weights as the reference does:
       --init_weights icnet_cityscapes_train_30k_bnnomerge.npy --optimizer sgd \
       --learning_rate 5e-4 --noupdate_mean_var --random_scale --crop_size 720x720 --steps 30000
 
-The model's plan comes from --channel_plan, else the model dir's plan.json (resuming), else the
---init_weights file (a pruned checkpoint keeps its widths), else --filter_scale.
+The model's plan comes from --channel_plan, else --filter_scale when given, else the model
+dir's plan.json (resuming), else the --init_weights file (a pruned checkpoint keeps its
+widths), else the half-width reference plan.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import sys
 
 import tensorflow as tf
+import tf_keras
 from absl import app, flags, logging
 
 from icnet.config import PLAN_FILENAME, ICNetConfig
@@ -51,7 +53,7 @@ def main(argv):
     try:
         # Multi-worker strategies must exist before any other op runs.
         strategy = make_strategy(FLAGS.strategy)
-        tf.keras.utils.set_random_seed(FLAGS.seed)
+        tf_keras.utils.set_random_seed(FLAGS.seed)
         source = source_from_flags("train")
         options = train_options_from_flags(FLAGS.model_dir, FLAGS.steps, source)
         init = None
@@ -66,7 +68,8 @@ def main(argv):
         elif init is not None and FLAGS.filter_scale is None:
             plan = init_config.plan
         else:
-            plan = ICNetConfig.from_filter_scale(FLAGS.filter_scale or 1, 1).plan
+            plan = ICNetConfig.from_filter_scale(
+                1 if FLAGS.filter_scale is None else FLAGS.filter_scale, 1).plan
         config = ICNetConfig(source.num_classes, plan, batch_norm=True)
         summary = train(options, config, source, init, strategy)
     except (ValueError, FileNotFoundError) as e:

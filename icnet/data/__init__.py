@@ -166,7 +166,8 @@ def _list_source(split: str, data_dir: str | os.PathLike | None,
                  list_file: str | os.PathLike | None, num_classes: int | None,
                  label_map: str) -> FileSource:
     if list_file is None:
-        raise ValueError("the list dataset needs a list_file")
+        raise ValueError(f"the list dataset needs --{split}_list (a file of image and label "
+                         f"path pairs)")
     if num_classes is None or num_classes < 1:
         raise ValueError(f"the list dataset needs num_classes >= 1, got {num_classes}")
     if label_map not in LIST_LABEL_MAPS:

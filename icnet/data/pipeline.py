@@ -15,7 +15,9 @@ from absl import logging
 from PIL import Image
 
 from icnet.data.labels import IGNORE_LABEL
-from icnet.layers import RGB_MEAN  # the model subtracts this, so image padding becomes 0
+from icnet.image_io import read_rgb
+# The model subtracts RGB_MEAN, so image padding with it becomes 0.
+from icnet.layers import RGB_MEAN, resize_bilinear
 
 SCALE_RANGE = (0.5, 2.0)
 AUTOTUNE = tf.data.AUTOTUNE
@@ -51,19 +53,6 @@ class Source(abc.ABC):
     def dataset(self) -> tf.data.Dataset:
         """All elements in order, unbatched, loaded in parallel."""
         return tf.data.Dataset.range(len(self)).map(self.load, num_parallel_calls=AUTOTUNE)
-
-
-def decode_image(path: str) -> np.ndarray:
-    """Reads a PNG or JPEG file as uint8 RGB [H, W, 3] (grayscale repeated, alpha dropped).
-
-    Raises:
-        ValueError: naming the file if it is missing or cannot be decoded.
-    """
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"cannot decode image {path}: {error}") from error
 
 
 def decode_label(path: str, label_lut: np.ndarray, num_classes: int) -> np.ndarray:
@@ -130,7 +119,7 @@ def load_files(image_path: tf.Tensor, label_path: tf.Tensor, label_lut: np.ndarr
 
     def read(image_file: bytes, label_file: bytes) -> tuple[np.ndarray, np.ndarray]:
         image_name, label_name = os.fsdecode(image_file), os.fsdecode(label_file)
-        image = decode_image(image_name)
+        image = read_rgb(image_name)
         label = decode_label(label_name, label_lut, num_classes)
         if image.shape[:2] != label.shape:
             raise ValueError(f"image {image_name} is {image.shape[0]}x{image.shape[1]} but its "
@@ -191,7 +180,8 @@ def train_dataset(source: Source, crop_size: tuple[int, int], batch_size: int,
                   shuffle_buffer: int = 10_000, cache: bool = False) -> tf.data.Dataset:
     """The repeating, shuffled, augmented training batches.
 
-    The example order comes from a shuffle of indices seeded with `seed`, and each element's
+    The example order comes from a shuffle (of indices, or of the cached examples) seeded with
+    `seed`, and each element's
     augmentation from stateless ops seeded with (seed, position in the stream), so the same seed
     gives the same batches.
 
@@ -202,8 +192,8 @@ def train_dataset(source: Source, crop_size: tuple[int, int], batch_size: int,
         random_scale: scale each image by a random factor in SCALE_RANGE.
         random_mirror: mirror each image left-right with probability 1/2.
         seed: seed of the shuffle and the augmentation.
-        shuffle_buffer: how many example indices the shuffle draws from (the whole split when
-            it has no more examples than this).
+        shuffle_buffer: how many examples the shuffle draws from (the whole split when it has
+            no more examples than this).
         cache: keep every decoded example in memory after its first load (for small splits,
             e.g. a fixed pool of synthetic scenes, so each is rendered or decoded once).
 
@@ -245,8 +235,7 @@ def eval_dataset(source: Source, resize: tuple[int, int] | None = None) -> tf.da
     if resize is not None:
         def resize_image(image: tf.Tensor, label: tf.Tensor,
                          name: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            resized = tf.raw_ops.ResizeBilinear(images=image, size=resize, align_corners=False,
-                                                half_pixel_centers=False)
+            resized = resize_bilinear(image, resize, align_corners=False)
             return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8), label, name
 
         batches = batches.map(resize_image, num_parallel_calls=AUTOTUNE)

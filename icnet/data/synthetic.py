@@ -37,6 +37,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFilter
 
+from icnet.cli import parse_size
 from icnet.data.labels import CITYSCAPES_CLASS_NAMES, trainid_to_labelid_lut
 from icnet.image_io import write_png
 
@@ -1143,18 +1144,9 @@ def write_cityscapes_layout(out_dir: str | os.PathLike, num_train: int, num_val:
 # --------------------------------------------------------------------------- command line
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """Parses "HxW" (e.g. "512x1024") into (height, width); raises ValueError naming --size."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdecimal() and int(p) > 0 for p in parts):
-        raise ValueError(f"--size must be HEIGHTxWIDTH with positive integers (e.g. 512x1024), "
-                         f"got {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
 def _valid_size(text: str) -> bool:
     try:
-        parse_size(text)
+        parse_size(text, "size")
     except ValueError:
         return False
     return True
@@ -1177,7 +1169,7 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     args = flags.FLAGS
-    height, width = parse_size(args.size)
+    height, width = parse_size(args.size, "size")
     write_cityscapes_layout(args.out, args.train, args.val, height, width, args.seed)
 
 
