@@ -87,8 +87,10 @@ def time_conv(spec: dict, threads: int, warmup: int, runs: int, groups: int = 1)
 
 
 def output_groups(weights_mib: float, filters: int, budget_mib: float) -> int:
-    """Fewest output-channel groups that bring each group's fp32 kernel within `budget_mib`."""
-    return min(filters, math.ceil(weights_mib / budget_mib))
+    """Fewest output-channel groups that bring each group's fp32 kernel within `budget_mib`
+    (groups differ by at most one channel; one channel per group if even that is too wide)."""
+    channels_per_group = max(1, math.floor(budget_mib / (weights_mib / filters)))
+    return math.ceil(filters / channels_per_group)
 
 
 def measure_plan(config: ICNetConfig, input_size: tuple[int, int], threads: int,
@@ -150,17 +152,23 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-flags.DEFINE_float("filter_scale", 2.0, "Reference plan width: 1 (half) or 2 (full).")
-flags.DEFINE_string("model_dir", None, "Model directory with plan.json (e.g. a pruned model).")
-flags.DEFINE_string("plan", None, "A plan.json file.")
-flags.DEFINE_integer("num_classes", 19, "Classifier width (ignored with --model_dir/--plan).")
-flags.DEFINE_string("input_size", "1025x2049", "Input HxW of the model.")
-flags.DEFINE_integer("threads", 2, "Threads of both runtimes.")
-flags.DEFINE_integer("warmup", 2, "Untimed calls per convolution and runtime.")
-flags.DEFINE_integer("runs", 5, "Timed calls per convolution and runtime.")
-flags.DEFINE_float("split_mib", None, "Also time every convolution whose fp32 kernel exceeds "
-                   "this many MiB split into output-channel groups of at most this size.")
-flags.DEFINE_string("json", None, "Also write the rows and totals to this JSON file.")
+# The binary. Its flags are defined only when it runs, so tests can import this module.
+
+def define_flags() -> None:
+    """Defines the binary's flags."""
+    flags.DEFINE_float("filter_scale", 2.0, "Reference plan width: 1 (half) or 2 (full).")
+    flags.DEFINE_string("model_dir", None, "Model directory with plan.json (e.g. a pruned model).")
+    flags.DEFINE_string("plan", None, "A plan.json file.")
+    flags.DEFINE_integer("num_classes", 19, "Classifier width (ignored with --model_dir/--plan).")
+    flags.DEFINE_string("input_size", "1025x2049", "Input HxW of the model.")
+    flags.DEFINE_integer("threads", 2, "Threads of both runtimes.")
+    flags.DEFINE_integer("warmup", 2, "Untimed calls per convolution and runtime.")
+    flags.DEFINE_integer("runs", 5, "Timed calls per convolution and runtime.")
+    flags.DEFINE_float("split_mib", None, "Also time every convolution whose fp32 kernel exceeds "
+                       "this many MiB split into output-channel groups of at most this size.")
+    flags.DEFINE_string("json", None, "Also write the rows and totals to this JSON file.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -192,4 +200,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

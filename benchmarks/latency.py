@@ -42,6 +42,7 @@ from absl import app, flags, logging
 from benchmarks.machine import machine_info
 from benchmarks.runtimes import FAMILIES, FAMILY_DEFAULTS, RUNTIMES, summarize
 from deploy import report as export_lib
+from icnet.cli import parse_choices
 from icnet.fileio import atomic_write_bytes, size_on_disk
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,18 +137,8 @@ def parse_runtimes(text: str, xla: bool = False) -> tuple[str, ...]:
     Raises:
       ValueError: an unknown name or an empty list (naming --runtimes).
     """
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    chosen, unknown = set(), []
-    for name in names:
-        if name in FAMILY_DEFAULTS:
-            chosen.update(FAMILY_DEFAULTS[name])
-        elif name in RUNTIMES:
-            chosen.add(name)
-        else:
-            unknown.append(name)
-    if unknown or not names:
-        raise ValueError(f"--runtimes: unknown {unknown or 'empty list'}; choose from the "
-                         f"families {', '.join(FAMILIES)} or {', '.join(RUNTIMES)}")
+    names = parse_choices(text, (*FAMILIES, *RUNTIMES), "runtimes")
+    chosen = {runtime for name in names for runtime in FAMILY_DEFAULTS.get(name, (name,))}
     if xla:
         chosen.add("tf_xla_cpu")
     return tuple(name for name in RUNTIMES if name in chosen)

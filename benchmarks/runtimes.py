@@ -3,7 +3,8 @@
 A runner has a `name`, an `input_size` (H, W), `prepare(image)` (uint8 [1, H, W, 3] -> the
 runtime's input, done once outside the timing) and `__call__(feed)` (one inference, every
 output fetched to host memory). `open_runner(path, runtime, threads)` picks it;
-`run_case(spec)` opens, warms up and times one (artifact, runtime, threads) case.
+`run_case(path, runtime, threads, warmup, runs)` opens, warms up and times one (artifact,
+runtime, threads) case.
 
 Runners import their runtime lazily and nothing else: a TFLite or ONNX Runtime case never
 imports TensorFlow, so its peak memory is its own. Each case runs in its own process
@@ -167,7 +168,7 @@ class InterpreterRunner:
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return pixels_as_input(image, self._input["dtype"], self._input["quantization"])
 
-    def __call__(self, feed: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, feed: np.ndarray) -> np.ndarray:
         self._interpreter.set_tensor(self._input["index"], feed)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output)

@@ -38,7 +38,6 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Sequence
 
 import tf_keras
 from absl import app, flags, logging
@@ -51,7 +50,6 @@ from deploy.quantize import (
     QUANTIZATIONS,
     calibrate_ranges,
     finetune,
-    parse_quantizations,
     quantization_aware_model,
     quantization_spec,
     transfer_qat_weights,
@@ -173,6 +171,17 @@ class ExportOptions:
             raise ValueError(f"qat_loss must be one of {QAT_LOSSES}, got {self.qat_loss!r}")
         if self.qat_batch_size < 1:
             raise ValueError(f"qat_batch_size must be >= 1, got {self.qat_batch_size}")
+        if self.qat_learning_rate <= 0:
+            raise ValueError(f"qat_learning_rate must be > 0, got {self.qat_learning_rate}")
+        if self.onnx_opset not in onnx_writer.OPSETS:
+            raise ValueError(f"onnx_opset must be {onnx_writer.OPSETS.start}-"
+                             f"{onnx_writer.OPSETS.stop - 1}, got {self.onnx_opset}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (or unset), got {self.threads}")
+        if self.max_image_pixels < serving.WARMUP_PNG_SIDE ** 2:
+            raise ValueError(f"max_image_pixels must be at least {serving.WARMUP_PNG_SIDE ** 2} "
+                             f"(the {serving.WARMUP_PNG_SIDE}x{serving.WARMUP_PNG_SIDE} warmup "
+                             f"PNG), got {self.max_image_pixels}")
 
     @property
     def tflite_quantizations(self) -> tuple[str, ...]:
@@ -486,7 +495,8 @@ def define_flags() -> None:
                         f"Comma-separated subset of {','.join(FORMATS)}.")
     flags.DEFINE_string("quantize", "fp32,fp16,dynamic,int8",
                         f"Comma-separated TFLite quantizations: {','.join(QUANTIZATIONS)}.")
-    flags.DEFINE_integer("onnx_opset", onnx_writer.DEFAULT_OPSET, "ONNX opset (13-18).")
+    flags.DEFINE_integer("onnx_opset", onnx_writer.DEFAULT_OPSET,
+                         f"ONNX opset ({onnx_writer.OPSETS.start}-{onnx_writer.OPSETS.stop - 1}).")
     flags.DEFINE_integer("max_image_pixels", MAX_IMAGE_PIXELS,
                          "Largest image (H*W) serve_image_bytes accepts.")
     # Verification.
@@ -522,12 +532,18 @@ def define_flags() -> None:
     # Data (here --synthetic_size defaults to --input_size) and training, as train.train
     # names them.
     define_data_flags()
-    define_training_flags(learning_rate=5e-4)
+    global _PRUNE_ONLY_FLAGS
+    _PRUNE_ONLY_FLAGS = ("export_unpruned", "keep", "schedule", "keep_overrides", "keep_plan",
+                         "round_to", "finetune_steps",
+                         *define_training_flags(learning_rate=5e-4))
     flags.FLAGS.set_default("synthetic_size", None)
     flags.FLAGS["synthetic_size"].help = "HxW of the synthetic scenes (default: --input_size)."
 
 
 FLAGS = flags.FLAGS
+# The flags that mean something only with --prune (set by define_flags): pruning, and the
+# training flags of its fine-tuning.
+_PRUNE_ONLY_FLAGS: tuple[str, ...] = ()
 
 
 def _parse_prune(train_source: Source) -> PruneOptions:
@@ -540,29 +556,24 @@ def _parse_prune(train_source: Source) -> PruneOptions:
                         round_to=FLAGS.round_to, finetune=finetune_options)
 
 
-def _parse_list(text: str, allowed: Sequence[str], flag: str) -> tuple[str, ...]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [n for n in names if n not in allowed]
-    if unknown or not names:
-        raise ValueError(f"--{flag}: unknown {unknown or 'empty'}; choose from "
-                         f"{', '.join(allowed)}")
-    return tuple(n for n in allowed if n in names)
-
-
 def main(argv):
     del argv
-    from icnet.cli import parse_size
+    from icnet.cli import parse_choices, parse_size
 
     try:
         if bool(FLAGS.model_dir) == bool(FLAGS.weights):
             raise ValueError("give exactly one of --model_dir and --weights")
         if not FLAGS.export_dir:
             raise ValueError("--export_dir is required")
+        ignored = [f"--{name}" for name in _PRUNE_ONLY_FLAGS if FLAGS[name].present]
+        if ignored and not FLAGS.prune:
+            raise ValueError(f"{', '.join(ignored)} only apply with --prune")
         input_size = parse_size(FLAGS.input_size, "input_size")
         options = ExportOptions(
             export_dir=FLAGS.export_dir, model_name=FLAGS.model_name, version=FLAGS.version,
-            input_size=input_size, formats=_parse_list(FLAGS.formats, FORMATS, "formats"),
-            quantizations=parse_quantizations(FLAGS.quantize), overwrite=FLAGS.overwrite,
+            input_size=input_size, formats=parse_choices(FLAGS.formats, FORMATS, "formats"),
+            quantizations=parse_choices(FLAGS.quantize, QUANTIZATIONS, "quantize"),
+            overwrite=FLAGS.overwrite,
             parity_images=FLAGS.parity_images, eval_images=FLAGS.eval_images,
             calibration_images=FLAGS.calibration_images, qat_steps=FLAGS.qat_steps,
             qat_batch_size=FLAGS.qat_batch_size, qat_learning_rate=FLAGS.qat_learning_rate,

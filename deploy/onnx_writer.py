@@ -19,14 +19,15 @@ ONNX graph computes exactly what TF computes.
 from __future__ import annotations
 
 import logging as py_logging
-import os
-import tempfile
 
 import numpy as np
 import onnx
 import tensorflow as tf
 
+from icnet.fileio import atomic_write_bytes
+
 DEFAULT_OPSET = 17
+OPSETS = range(13, 19)  # those tested with tf2onnx 1.17 and ONNX Runtime
 
 
 def resize_handler(ctx, node, name, args):
@@ -106,15 +107,6 @@ def convert(function: tf.types.experimental.GenericFunction, opset: int = DEFAUL
 def write(model: onnx.ModelProto, path: str) -> int:
     """Checks (`onnx.checker` with full_check) and writes atomically; returns the size."""
     onnx.checker.check_model(model, full_check=True)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".onnx.tmp")
-    os.close(fd)
-    onnx.save(model, tmp)
-    os.replace(tmp, path)
-    return os.path.getsize(path)
-
-
-def check_file(path: str) -> None:
-    """`onnx.checker.check_model(path, full_check=True)` (raises on an invalid model)."""
-    onnx.checker.check_model(path, full_check=True)
+    content = model.SerializeToString()
+    atomic_write_bytes(path, content)
+    return len(content)

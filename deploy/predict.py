@@ -14,13 +14,14 @@ the overlay has the input's size. `--save_logits` writes the
 
 from __future__ import annotations
 
-import os
+import io
 import sys
 
 import numpy as np
 from absl import app, flags
 
 from icnet.data.labels import palette_for
+from icnet.fileio import atomic_write_bytes
 from icnet.image_io import overlay, read_rgb, write_png
 from deploy.runners import is_artifact, open_runner, segment
 from icnet.inference import Segmenter, load_weights
@@ -28,12 +29,12 @@ from icnet.inference import Segmenter, load_weights
 flags.DEFINE_string("weights", None, "Reference .npy, checkpoint (model dir or prefix), or an "
                     "exported SavedModel dir, .tflite or .onnx file.")
 flags.DEFINE_integer("num_classes", None, "Class count; checked against the weights if given.")
-flags.DEFINE_float("filter_scale", None,
-                   "1 (half width) or 2 (full width); checked against the weights if given.")
+flags.DEFINE_float("filter_scale", None, "1 (half width) or 2 (full width); checked against "
+                   ".npy weights or a checkpoint if given.")
 flags.DEFINE_string("image", None, "Input image (PNG/JPEG, any size, RGB/gray/RGBA).")
 flags.DEFINE_string("output", None, "Output overlay PNG.")
 flags.DEFINE_string("save_logits", None, "Optional .npy path for the conv6_cls logits.")
-flags.DEFINE_float("alpha", 0.5, "Opacity of the class colors in the overlay.")
+flags.DEFINE_float("alpha", 0.5, "Opacity of the class colors in the overlay (0-1).")
 flags.mark_flags_as_required(["weights", "image", "output"])
 FLAGS = flags.FLAGS
 
@@ -42,8 +43,13 @@ def run(weights: str, image_path: str, output: str, num_classes: int | None = No
         filter_scale: float | None = None, save_logits: str | None = None,
         alpha: float = 0.5) -> np.ndarray:
     """Segments `image_path`, writes the overlay (and logits); returns the class ids."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"--alpha must be between 0 and 1, got {alpha}")
     image = read_rgb(image_path)
     if is_artifact(weights):
+        if filter_scale is not None:
+            raise ValueError(f"{weights}: --filter_scale is checked against .npy weights and "
+                             f"checkpoints only; an exported artifact has fixed widths")
         class_ids, _, logits = segment(open_runner(weights), image, with_logits=True)
         if num_classes is not None and logits.shape[-1] != num_classes:
             raise ValueError(f"{weights}: has {logits.shape[-1]} classes, but --num_classes "
@@ -55,8 +61,9 @@ def run(weights: str, image_path: str, output: str, num_classes: int | None = No
         class_ids, _ = segmenter.decode(logits, image.shape[:2])
     write_png(output, overlay(image, class_ids, palette_for(logits.shape[-1]), alpha))
     if save_logits:
-        os.makedirs(os.path.dirname(os.path.abspath(save_logits)), exist_ok=True)
-        np.save(save_logits, logits)
+        buffer = io.BytesIO()
+        np.save(buffer, logits)
+        atomic_write_bytes(save_logits, buffer.getvalue())
     return class_ids
 
 

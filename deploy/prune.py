@@ -536,6 +536,8 @@ def prune_model_dir(model_dir: str, output_dir: str, schedule: Sequence[float] =
                          "schedule, keep overrides or round_to")
     if finetune is not None and train_source is None:
         raise ValueError("fine-tuning needs a training data source")
+    if eval_images < 0:
+        raise ValueError(f"eval_images must be >= 0, got {eval_images}")
     if eval_images > 0 and eval_source is None:
         raise ValueError("evaluation needs a validation data source")
 

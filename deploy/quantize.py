@@ -98,16 +98,6 @@ def quantization_spec(name: str) -> QuantizationSpec:
     return _SPECS[name]
 
 
-def parse_quantizations(text: str) -> tuple[str, ...]:
-    """`fp32,int8` -> ("fp32", "int8") in the canonical order, each checked."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise ValueError("no quantization given; choose from " + ", ".join(QUANTIZATIONS))
-    for name in names:
-        quantization_spec(name)
-    return tuple(name for name in QUANTIZATIONS if name in names)
-
-
 def configure_converter(converter: tf.lite.TFLiteConverter, spec: QuantizationSpec,
                         representative_data: Callable[[], Iterator[list]] | None = None
                         ) -> tf.lite.TFLiteConverter:

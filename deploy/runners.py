@@ -25,8 +25,6 @@ from deploy.tflite_input import pixels_as_input
 from icnet.inference import upsample_logits
 from icnet.layers import RGB_MEAN
 
-KINDS = ("saved_model", "tflite", "onnx")
-
 
 class Runner(Protocol):
     name: str

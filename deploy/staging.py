@@ -85,26 +85,38 @@ class Staging:
     def publish(self) -> list[str]:
         """Renames every staged target into place, in the order given; returns final paths.
 
+        A rename that fails puts back what was already published and replaced, so the export
+        directory is left as it was before.
+
         Raises:
           FileNotFoundError: a target was never written.
-          FileExistsError: a target appeared meanwhile and not `overwrite`.
+          FileExistsError: a target appeared meanwhile and not `overwrite` (nothing is moved).
         """
         missing = [t for t in self.targets if not os.path.lexists(os.path.join(self.root, t))]
         if missing:
             raise FileNotFoundError(f"export incomplete: {', '.join(missing)} not written")
+        appeared = [self.final(t) for t in self.targets if os.path.lexists(self.final(t))]
+        if appeared and not self.overwrite:
+            raise FileExistsError(f"{', '.join(appeared)} appeared during the export; not "
+                                  f"replacing")
         trash = os.path.join(self.root, ".replaced")
-        published = []
-        for target in self.targets:
-            final = self.final(target)
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            if os.path.lexists(final):
-                if not self.overwrite:
-                    raise FileExistsError(f"{final} appeared during the export; not replacing it")
-                old = os.path.join(trash, target)
-                os.makedirs(os.path.dirname(old), exist_ok=True)
-                os.rename(final, old)
-            os.rename(os.path.join(self.root, target), final)
-            published.append(final)
+        moves = []  # (from, to) renames done so far, undone in reverse on failure
+        try:
+            for target in self.targets:
+                final = self.final(target)
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                if os.path.lexists(final):
+                    old = os.path.join(trash, target)
+                    os.makedirs(os.path.dirname(old), exist_ok=True)
+                    os.rename(final, old)
+                    moves.append((final, old))
+                os.rename(os.path.join(self.root, target), final)
+                moves.append((os.path.join(self.root, target), final))
+        except BaseException:
+            for source, destination in reversed(moves):
+                os.rename(destination, source)
+            raise
+        published = [self.final(t) for t in self.targets]
         self.published = True
         shutil.rmtree(self.root, ignore_errors=True)
         return published

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 
@@ -26,6 +24,7 @@ from deploy.quantize import (
     quantization_spec,
     representative_dataset,
 )
+from icnet.fileio import atomic_write_bytes
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -100,12 +99,7 @@ def check_pixel_input(content: bytes) -> None:
 
 def write(content: bytes, path: str) -> int:
     """Writes a flatbuffer atomically; returns its size in bytes."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tflite.tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, content)
     return len(content)
 
 

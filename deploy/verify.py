@@ -69,13 +69,6 @@ class ParityStats:
                 "parity_images": self.images}
 
 
-def parity(candidate: np.ndarray, reference: np.ndarray) -> dict:
-    """Parity of one set of logits [N, h, w, C] against the reference's."""
-    stats = ParityStats()
-    stats.update(candidate, reference)
-    return stats.result()
-
-
 def compare_runners(reference: Runner, runners: Mapping[str, Runner],
                     images) -> dict[str, dict]:
     """Parity of every runner against `reference` on `images` (uint8 at the input size)."""

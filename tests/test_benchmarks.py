@@ -6,6 +6,7 @@ are checked on hand-made results (no second export).
 """
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -19,9 +20,11 @@ from PIL import Image
 
 from benchmarks import latency as latency_lib
 from benchmarks import report as report_lib
+from benchmarks.conv_latency import output_groups
 from benchmarks.runtimes import RUNTIMES
 from deploy import report as export_lib
 from deploy.export import ExportOptions, export
+from deploy.quantize import QUANTIZATIONS
 from icnet.checkpoint import select_plan
 from icnet.config import ICNetConfig
 from icnet.data import make_source
@@ -280,6 +283,10 @@ def test_discovery_and_flag_parsing(export_dir):
     assert latency_lib.parse_runtimes("tf", xla=True) == ("tf_cpu", "tf_xla_cpu", "tf_gpu")
     assert set(latency_lib.parse_runtimes("tf,tflite,onnx")) == set(RUNTIMES) - {"tf_xla_cpu"}
     assert latency_lib.parse_threads("4,1,2,2") == (1, 2, 4)
+    with pytest.raises(ValueError, match=r"--runtimes: unknown \['tpu'\]"):
+        latency_lib.parse_runtimes("tflite,tpu")
+    # The TensorFlow-free copy of the quantization names that file discovery uses.
+    assert latency_lib.QUANTIZATIONS == QUANTIZATIONS
     log = ("INFO: [x.cc:1] fine\nERROR: [delegate_webgpu.cc:359] Failed to initialize WebGPU "
            "environment: INTERNAL: No adapters found\nE0000 00:00:1.5   14 cuda.cc:52] failed "
            "call to cuInit\n└ ERROR: [a.cc:2]\n")
@@ -344,8 +351,11 @@ def test_conv_latency_times_every_distinct_convolution(tmp_path):
     assert "| total (weighted by count) |" in done.stdout
     split = [row for row in rows if "split" in row]
     assert split and all(row["weights_mib"] > 0.02 for row in split)
-    assert all(row["weights_mib"] / row["split"]["groups"] <= 0.02 < row["weights_mib"] /
-               (row["split"]["groups"] - 1) for row in split)
+    def widest_group_mib(row, groups):
+        return math.ceil(row["filters"] / groups) * row["weights_mib"] / row["filters"]
+
+    assert all(widest_group_mib(row, row["split"]["groups"]) <= 0.02
+               < widest_group_mib(row, row["split"]["groups"] - 1) for row in split)
     assert all(row["split"]["tf_s"] > 0 and row["split"]["tflite_s"] > 0 for row in split)
     assert "| layers | weights MiB | groups |" in done.stdout
 
@@ -355,7 +365,7 @@ def test_conv_latency_times_every_distinct_convolution(tmp_path):
     assert bad.returncode != 0 and "error: --split_mib must be > 0" in bad.stderr
 
 
-def test_select_plan_prefers_model_dir_then_plan_file(tmp_path):
+def test_select_plan_takes_model_dir_or_plan_file(tmp_path):
     pruned = ICNetConfig.from_filter_scale(0.25, 7)
     pruned.save(str(tmp_path / "plan.json"))
     assert select_plan(str(tmp_path), None, 2.0, 19) == (pruned, str(tmp_path))
@@ -365,6 +375,17 @@ def test_select_plan_prefers_model_dir_then_plan_file(tmp_path):
                                                 "filter_scale=2")
     with pytest.raises(FileNotFoundError, match="no plan.json"):
         select_plan(str(tmp_path / "empty"), None, 2.0, 19)
+    with pytest.raises(ValueError, match="give --model_dir or --plan, not both"):
+        select_plan(str(tmp_path), plan_file, 2.0, 19)
     done = run_module("benchmarks.conv_latency", "--plan", str(tmp_path / "missing.json"),
                       timeout=60)
     assert done.returncode != 0 and "plan file not found" in done.stderr
+
+
+def test_output_groups_bound_the_widest_group():
+    # Uneven splits: 1024 filters of 72 MiB in 1.2 MiB groups need 61 groups, not 60 (60 would
+    # leave 18-channel groups of 1.27 MiB); 4 one-MiB filters under 1.5 MiB need 4 groups.
+    assert output_groups(72.0, 1024, 1.2) == 61
+    assert output_groups(4.0, 4, 1.5) == 4
+    assert output_groups(4.5, 256, 1.2) == 4
+    assert output_groups(0.5, 8, 1.2) == 1

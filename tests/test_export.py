@@ -21,12 +21,13 @@ import pytest
 import tensorflow as tf
 import tf_keras
 from conftest import REPO
+from serving_emulation import read_warmup, rest_inputs
 from PIL import Image
 
 from deploy import report as report_lib
-from deploy import serving
 from deploy.export import ExportOptions, PruneOptions, export
-from deploy.quantize import QUANTIZATIONS, parse_quantizations, quantization_spec
+from deploy.quantize import QUANTIZATIONS, quantization_spec
+from deploy.staging import Staging
 from deploy.runners import (
     TFLiteRunner,
     artifact_kind,
@@ -35,6 +36,7 @@ from deploy.runners import (
     segment,
 )
 from icnet.checkpoint import save_model_checkpoint
+from icnet.cli import parse_choices
 from icnet.config import ICNetConfig
 from icnet.data import make_source
 from icnet.inference import Segmenter, load_weights
@@ -156,7 +158,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
 
 def run_rest(loaded, signature, body):
     function = loaded.signatures[signature]
-    inputs = serving.rest_inputs(json.loads(json.dumps(body)),
+    inputs = rest_inputs(json.loads(json.dumps(body)),
                                  function.structured_input_signature[1])
     return {k: v.numpy() for k, v in function(**{k: tf.constant(v) for k, v in
                                                  inputs.items()}).items()}
@@ -199,7 +201,7 @@ def test_bytes_of_other_sizes_are_resized_and_mapped_back(exported, loaded, sour
 def test_warmup_file_holds_predict_requests(exported, loaded):
     path = os.path.join(exported[0], "saved_model", "icnet", "1", "assets.extra",
                         "tf_serving_warmup_requests")
-    requests = serving.read_warmup(path)
+    requests = read_warmup(path)
     assert [r.model_spec.signature_name for r in requests] == ["serving_default",
                                                               "serve_image_bytes"]
     for request in requests:
@@ -273,9 +275,9 @@ def test_bad_image_tensors_fail_cleanly(loaded, images):
 def test_rest_body_errors_name_the_problem(loaded):
     specs = loaded.signatures["serving_default"].structured_input_signature[1]
     with pytest.raises(ValueError, match="instances"):
-        serving.rest_inputs({}, specs)
+        rest_inputs({}, specs)
     with pytest.raises(ValueError, match="shape"):
-        serving.rest_inputs({"instances": [[[1, 2, 3]]]}, specs)
+        rest_inputs({"instances": [[[1, 2, 3]]]}, specs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,11 +412,13 @@ def test_predict_gives_the_checkpoint_overlay_from_every_fp32_artifact(exported,
 
 
 def test_quantization_names_are_a_closed_set():
-    assert parse_quantizations("int8, fp32") == ("fp32", "int8")
+    assert parse_choices("int8, fp32", QUANTIZATIONS, "quantize") == ("fp32", "int8")
     with pytest.raises(ValueError, match="unknown quantization 'int4'"):
         quantization_spec("int4")
-    with pytest.raises(ValueError, match="unknown quantization"):
-        parse_quantizations("fp32,bf16")
+    with pytest.raises(ValueError, match=r"--quantize: unknown \['bf16'\]"):
+        parse_choices("fp32,bf16", QUANTIZATIONS, "quantize")
+    with pytest.raises(ValueError, match="--quantize: unknown empty list"):
+        parse_choices(" , ", QUANTIZATIONS, "quantize")
 
 
 def test_qat_quantize_configs():
@@ -480,6 +484,27 @@ def _export_command(model_dir, export_dir):
             export_dir, "--input_size", "193x257", "--formats", "saved_model,tflite",
             "--quantize", "fp32", "--parity_images", "1", "--eval_images", "1",
             "--calibration_images", "0"]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("onnx_opset", 99, "onnx_opset must be 13-18, got 99"),
+    ("threads", -4, r"threads must be >= 1 \(or unset\), got -4"),
+    ("max_image_pixels", 0, r"max_image_pixels must be at least 4096 \(the 64x64 warmup PNG\)"),
+    ("qat_learning_rate", -1.0, "qat_learning_rate must be > 0, got -1.0"),
+])
+def test_bad_export_options_are_named(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        _small_options(str(tmp_path), **{field: value})
+
+
+def test_pruning_flags_without_prune_are_refused(tmp_path):
+    command = [*_export_command(str(tmp_path / "model"), str(tmp_path / "out")), "--keep", "0.3",
+               "--learning_rate", "1e-3"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --keep, --learning_rate only apply with --prune")
+    assert not (tmp_path / "out").exists()
 
 
 def test_binary_killed_mid_export_leaves_no_version(tmp_path):
@@ -573,3 +598,37 @@ def test_qat_trained_at_a_crop_exports_at_the_export_size(tmp_path, weights_file
     assert report["qat"]["crop_size"] == [193, 257]
     runner = TFLiteRunner(str(tmp_path / "out" / "tflite" / "icnet_qat.tflite"))
     assert runner.input_size == (225, 289)
+
+
+def test_failed_publish_puts_the_previous_export_back(tmp_path, monkeypatch):
+    export_dir = tmp_path / "out"
+    for name in ("a.txt", "b.txt"):
+        (export_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (export_dir / name).write_text(f"old {name}")
+    with Staging(str(export_dir), ["a.txt", "b.txt"], overwrite=True) as staging:
+        for name in ("a.txt", "b.txt"):
+            with open(staging.path(name), "w") as f:
+                f.write(f"new {name}")
+        rename = os.rename
+
+        def failing_rename(source, destination):
+            if source == os.path.join(staging.root, "b.txt"):
+                raise OSError("injected rename failure")
+            rename(source, destination)
+
+        monkeypatch.setattr(os, "rename", failing_rename)
+        with pytest.raises(OSError, match="injected"):
+            staging.publish()
+        monkeypatch.setattr(os, "rename", rename)
+    assert sorted(os.listdir(export_dir)) == ["a.txt", "b.txt"]
+    for name in ("a.txt", "b.txt"):
+        assert (export_dir / name).read_text() == f"old {name}"
+    # Without --overwrite, a target that appeared meanwhile stops the publish before any move.
+    with Staging(str(tmp_path / "fresh"), ["a.txt", "b.txt"]) as staging:
+        for name in ("a.txt", "b.txt"):
+            with open(staging.path(name), "w") as f:
+                f.write("new")
+        (tmp_path / "fresh" / "b.txt").write_text("someone else's")
+        with pytest.raises(FileExistsError, match="b.txt appeared during the export"):
+            staging.publish()
+    assert sorted(os.listdir(tmp_path / "fresh")) == ["b.txt"]

@@ -74,3 +74,10 @@ def test_wrong_class_count_or_scale_is_named(tmp_path):
         run(QUARTER, str(tmp_path / "in.png"), str(tmp_path / "o.png"), num_classes=150)
     with pytest.raises(ValueError, match="filter_scale 1"):
         run(QUARTER, str(tmp_path / "in.png"), str(tmp_path / "o.png"), filter_scale=1)
+    with pytest.raises(ValueError, match="--alpha must be between 0 and 1, got 1.5"):
+        run(QUARTER, str(tmp_path / "in.png"), str(tmp_path / "o.png"), alpha=1.5)
+    artifact = tmp_path / "model.tflite"
+    artifact.write_bytes(b"not opened: the flag check comes first")
+    with pytest.raises(ValueError, match="model.tflite: --filter_scale is checked against .npy"):
+        run(str(artifact), str(tmp_path / "in.png"), str(tmp_path / "o.png"), filter_scale=1)
+    assert not (tmp_path / "o.png").exists()

@@ -30,11 +30,13 @@ def define_data_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Seed of scenes, initialisation, data order, augmentation.")
 
 
-def define_training_flags(learning_rate: float = 0.002, optimizer: str = "adam") -> None:
-    """The optimisation, augmentation and bookkeeping flags of the training loop."""
+def define_training_flags(learning_rate: float = 0.002) -> tuple[str, ...]:
+    """The optimisation, augmentation and bookkeeping flags of the training loop; returns
+    their names."""
+    before = set(FLAGS)
     flags.DEFINE_integer("batch_size", 8, "Global batch size (split across replicas).")
     flags.DEFINE_string("crop_size", "256x512", "Random crop HxW.")
-    flags.DEFINE_enum("optimizer", optimizer, list(OPTIMIZERS),
+    flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS),
                       "Momentum SGD as the reference, or Adam (much faster from scratch).")
     flags.DEFINE_float("learning_rate", learning_rate,
                        "Base learning rate (reference fine-tuning with SGD: 5e-4).")
@@ -55,20 +57,18 @@ def define_training_flags(learning_rate: float = 0.002, optimizer: str = "adam")
     flags.DEFINE_bool("mixed_precision", False, "float16 on GPU, bfloat16 on CPU.")
     flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
     flags.DEFINE_integer("log_every", 10, "Steps between progress lines and scalar summaries.")
+    return tuple(sorted(set(FLAGS) - before))
 
 
 def source_from_flags(split: str) -> Source:
-    """The `split` of --dataset; raises ValueError for an empty one."""
-    source = make_source(
+    """The `split` of --dataset (make_source raises ValueError for a missing or empty one)."""
+    return make_source(
         FLAGS.dataset, split, data_dir=FLAGS.data_dir,
         list_file=FLAGS.train_list if split == "train" else FLAGS.val_list,
         num_classes=FLAGS.num_classes,
         synthetic_size=parse_size(FLAGS.synthetic_size, "synthetic_size"),
         synthetic_count=(FLAGS.synthetic_count or None) if split == "train" else None,
         seed=FLAGS.seed, label_map=FLAGS.label_map)
-    if len(source) == 0:
-        raise ValueError(f"the {FLAGS.dataset} {split} set is empty")
-    return source
 
 
 def train_options_from_flags(model_dir: str, steps: int, source: Source) -> TrainOptions:
