@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from deploy.tflite_input import pixels_as_input
+from deploy.sessions import open_interpreter, open_onnx_session, pixels_as_input
 
 SIGNATURE = "serving_default"
 
@@ -152,13 +152,7 @@ class InterpreterRunner:
     """A `.tflite` file under the LiteRT Interpreter (XNNPACK or reference kernels)."""
 
     def __init__(self, path: str, runtime: str, threads: int | None):
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        resolver = (OpResolverType.AUTO if runtime == "tflite_xnnpack"
-                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        self._interpreter = Interpreter(model_path=path, num_threads=threads,
-                                        experimental_op_resolver_type=resolver)
-        self._interpreter.allocate_tensors()
+        self._interpreter = open_interpreter(path, threads, xnnpack=runtime == "tflite_xnnpack")
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
@@ -252,31 +246,21 @@ class OnnxRuntimeRunner:
     def __init__(self, path: str, runtime: str, threads: int | None):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        providers = ["CPUExecutionProvider"]
         if runtime == "onnxruntime_cuda":
             available = ort.get_available_providers()
             if "CUDAExecutionProvider" not in available:
                 raise Unavailable("CUDAExecutionProvider not in "
                                   f"onnxruntime.get_available_providers() {available}",
                                   machine_wide=True)
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        else:
-            if threads:
-                options.intra_op_num_threads = threads
-                options.inter_op_num_threads = 1
-            providers = ["CPUExecutionProvider"]
-        self._session = ort.InferenceSession(logits_only_onnx(path), options,
-                                             providers=providers)
+            providers.insert(0, "CUDAExecutionProvider")
+        self._session, (self._input, self._dtype, self.input_size) = open_onnx_session(
+            logits_only_onnx(path), threads, providers)
         if runtime == "onnxruntime_cuda" and \
                 "CUDAExecutionProvider" not in self._session.get_providers():
             raise Unavailable("ONNX Runtime fell back to "
                               f"{self._session.get_providers()} (CUDA provider not usable)",
                               machine_wide=True)
-        first = self._session.get_inputs()[0]
-        self._input = first.name
-        self._dtype = np.uint8 if first.type == "tensor(uint8)" else np.float32
-        self.input_size = (int(first.shape[1]), int(first.shape[2]))
         self.input_dtype = np.dtype(self._dtype).name
         self.name = runtime
 

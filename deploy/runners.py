@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from deploy.tflite_input import pixels_as_input
+from deploy.sessions import open_interpreter, open_onnx_session, pixels_as_input
 from icnet.inference import upsample_logits
 from icnet.layers import RGB_MEAN
 
@@ -97,14 +97,8 @@ class TFLiteRunner:
     """
 
     def __init__(self, path: str, num_threads: int | None = None, xnnpack: bool = True):
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        resolver = (OpResolverType.AUTO if xnnpack
-                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         self.path = path
-        self._interpreter = Interpreter(model_path=path, num_threads=num_threads,
-                                        experimental_op_resolver_type=resolver)
-        self._interpreter.allocate_tensors()
+        self._interpreter = open_interpreter(path, num_threads, xnnpack)
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
@@ -131,18 +125,9 @@ class OnnxRunner:
     """An `.onnx` file under ONNX Runtime (CPU)."""
 
     def __init__(self, path: str, num_threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-            options.inter_op_num_threads = 1
         self.path = path
-        self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        inputs = self._session.get_inputs()
-        self._input = inputs[0].name
-        self._dtype = np.uint8 if inputs[0].type == "tensor(uint8)" else np.float32
-        self.input_size = (int(inputs[0].shape[1]), int(inputs[0].shape[2]))
+        self._session, (self._input, self._dtype, self.input_size) = open_onnx_session(
+            path, num_threads)
         self.name = f"onnx {os.path.basename(path)}"
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
