@@ -89,7 +89,8 @@ def time_conv(spec: dict, threads: int, warmup: int, runs: int, groups: int = 1)
 def output_groups(weights_mib: float, filters: int, budget_mib: float) -> int:
     """Fewest output-channel groups that bring each group's fp32 kernel within `budget_mib`
     (groups differ by at most one channel; one channel per group if even that is too wide)."""
-    channels_per_group = max(1, math.floor(budget_mib / (weights_mib / filters)))
+    # Multiplying first, plus a tolerance, keeps e.g. 0.3 * 10 / 1.0 at 3 (not 2.999...).
+    channels_per_group = max(1, math.floor(budget_mib * filters / weights_mib + 1e-9))
     return math.ceil(filters / channels_per_group)
 
 

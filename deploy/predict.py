@@ -33,7 +33,8 @@ flags.DEFINE_float("filter_scale", None, "1 (half width) or 2 (full width); chec
                    ".npy weights or a checkpoint if given.")
 flags.DEFINE_string("image", None, "Input image (PNG/JPEG, any size, RGB/gray/RGBA).")
 flags.DEFINE_string("output", None, "Output overlay PNG.")
-flags.DEFINE_string("save_logits", None, "Optional .npy path for the conv6_cls logits.")
+flags.DEFINE_string("save_logits", None, "Optional .npy path for the conv6_cls logits "
+                    "(.npy is appended if missing).")
 flags.DEFINE_float("alpha", 0.5, "Opacity of the class colors in the overlay (0-1).")
 flags.mark_flags_as_required(["weights", "image", "output"])
 FLAGS = flags.FLAGS
@@ -61,6 +62,8 @@ def run(weights: str, image_path: str, output: str, num_classes: int | None = No
         class_ids, _ = segmenter.decode(logits, image.shape[:2])
     write_png(output, overlay(image, class_ids, palette_for(logits.shape[-1]), alpha))
     if save_logits:
+        if not save_logits.endswith(".npy"):
+            save_logits += ".npy"  # as np.save names it
         buffer = io.BytesIO()
         np.save(buffer, logits)
         atomic_write_bytes(save_logits, buffer.getvalue())

@@ -72,6 +72,7 @@ class Staging:
         self.root = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-",
                                      dir=self.export_dir)
         self.published = False
+        self.keep_root = False  # set when a failed publish could not put everything back
 
     def path(self, relative: str) -> str:
         """Where to write `relative` while staging (its parent directory is created)."""
@@ -85,12 +86,12 @@ class Staging:
     def publish(self) -> list[str]:
         """Renames every staged target into place, in the order given; returns final paths.
 
-        A rename that fails puts back what was already published and replaced, so the export
-        directory is left as it was before.
+        A failure puts back what was already published and replaced and removes the directories
+        it created, so the export directory is left as it was before.
 
         Raises:
           FileNotFoundError: a target was never written.
-          FileExistsError: a target appeared meanwhile and not `overwrite` (nothing is moved).
+          FileExistsError: a target appeared meanwhile and not `overwrite`.
         """
         missing = [t for t in self.targets if not os.path.lexists(os.path.join(self.root, t))]
         if missing:
@@ -101,11 +102,15 @@ class Staging:
                                   f"replacing")
         trash = os.path.join(self.root, ".replaced")
         moves = []  # (from, to) renames done so far, undone in reverse on failure
+        created = self._missing_parents()
         try:
             for target in self.targets:
                 final = self.final(target)
                 os.makedirs(os.path.dirname(final), exist_ok=True)
                 if os.path.lexists(final):
+                    if not self.overwrite:
+                        raise FileExistsError(f"{final} appeared during the export; not "
+                                              f"replacing it")
                     old = os.path.join(trash, target)
                     os.makedirs(os.path.dirname(old), exist_ok=True)
                     os.rename(final, old)
@@ -113,13 +118,39 @@ class Staging:
                 os.rename(os.path.join(self.root, target), final)
                 moves.append((os.path.join(self.root, target), final))
         except BaseException:
-            for source, destination in reversed(moves):
-                os.rename(destination, source)
+            self._undo(moves, created)
             raise
         published = [self.final(t) for t in self.targets]
         self.published = True
         shutil.rmtree(self.root, ignore_errors=True)
         return published
+
+    def _missing_parents(self) -> list[str]:
+        """The directories between export_dir and the targets that do not exist yet."""
+        missing = set()
+        for target in self.targets:
+            parent = os.path.dirname(self.final(target))
+            while parent != self.export_dir and not os.path.isdir(parent):
+                missing.add(parent)
+                parent = os.path.dirname(parent)
+        return sorted(missing, key=len, reverse=True)
+
+    def _undo(self, moves: list[tuple[str, str]], created: list[str]) -> None:
+        """Reverses `moves` and removes the `created` directories, trying every step (a step
+        that fails is logged, and keeps the staging directory so nothing in it is deleted)."""
+        for source, destination in reversed(moves):
+            try:
+                os.rename(destination, source)
+            except OSError as e:
+                logging.error("could not move %s back to %s: %s; the staging directory %s "
+                              "is kept: move it back by hand before the next export",
+                              destination, source, e, self.root)
+                self.keep_root = True
+        for directory in created:
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass  # not empty: something else is there now
 
     def discard(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -128,5 +159,5 @@ class Staging:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if not self.published:
+        if not self.published and not self.keep_root:
             self.discard()

@@ -14,8 +14,9 @@ from icnet.fileio import atomic_write_bytes
 MAX_IMAGE_PIXELS = 4 * 3840 * 2160
 
 
-def read_rgb(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Reads an image file as uint8 RGB [H, W, 3] (grayscale and RGBA converted).
+def read_rgb(path: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Reads an image file as uint8 RGB [H, W, 3] (grayscale and RGBA converted); `max_pixels`
+    None leaves only PIL's own decompression-bomb check.
 
     Raises:
       ValueError: naming the file, if it is missing, not an image, or too large.
@@ -25,7 +26,7 @@ def read_rgb(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if width * height > max_pixels:
+            if max_pixels is not None and width * height > max_pixels:
                 raise ValueError(f"{path}: {width}x{height} exceeds the limit of "
                                  f"{max_pixels} pixels")
             return np.asarray(image.convert("RGB"), dtype=np.uint8)

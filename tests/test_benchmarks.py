@@ -389,3 +389,4 @@ def test_output_groups_bound_the_widest_group():
     assert output_groups(4.0, 4, 1.5) == 4
     assert output_groups(4.5, 256, 1.2) == 4
     assert output_groups(0.5, 8, 1.2) == 1
+    assert output_groups(1.0, 10, 0.3) == 4  # 0.3 / 0.1 is 2.999... in floating point

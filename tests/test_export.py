@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -632,3 +633,32 @@ def test_failed_publish_puts_the_previous_export_back(tmp_path, monkeypatch):
         with pytest.raises(FileExistsError, match="b.txt appeared during the export"):
             staging.publish()
     assert sorted(os.listdir(tmp_path / "fresh")) == ["b.txt"]
+
+
+def test_failed_rollback_keeps_what_it_could_not_put_back(tmp_path, monkeypatch):
+    export_dir = tmp_path / "out"
+    export_dir.mkdir()
+    (export_dir / "a.txt").write_text("old a")
+    targets = ["a.txt", "new/dir/b.txt"]
+    with pytest.raises(OSError, match="staged b"):
+        with Staging(str(export_dir), targets, overwrite=True) as staging:
+            for name in targets:
+                with open(staging.path(name), "w") as f:
+                    f.write("new")
+            rename = os.rename
+
+            def failing_rename(source, destination):
+                if source == os.path.join(staging.root, "new/dir/b.txt"):
+                    raise OSError("staged b")
+                if destination == os.path.join(staging.root, "a.txt"):
+                    raise OSError("undo a")
+                rename(source, destination)
+
+            monkeypatch.setattr(os, "rename", failing_rename)
+            staging.publish()
+    monkeypatch.undo()
+    # The new a.txt could not be moved out, yet the next undo still ran and put the old one
+    # back over it; the directories the publish created are gone; the staging dir is kept.
+    assert (export_dir / "a.txt").read_text() == "old a"
+    assert not (export_dir / "new").exists()
+    assert (Path(staging.root) / "new" / "dir" / "b.txt").read_text() == "new"

@@ -53,7 +53,7 @@ def test_quarter_logits_match_golden(tmp_path):
     io = np.load(golden_path("icnet_quarter_merged_io.npz"))
     Image.fromarray(io["image_rgb_193x385"]).save(tmp_path / "in.png")
     run(QUARTER, str(tmp_path / "in.png"), str(tmp_path / "out.png"),
-        save_logits=str(tmp_path / "logits.npy"))
+        save_logits=str(tmp_path / "logits"))  # .npy is appended, as np.save does
     assert rel_l2(np.load(tmp_path / "logits.npy"), io["conv6_cls_193x385"]) <= 1e-5
 
 

@@ -119,7 +119,7 @@ def load_files(image_path: tf.Tensor, label_path: tf.Tensor, label_lut: np.ndarr
 
     def read(image_file: bytes, label_file: bytes) -> tuple[np.ndarray, np.ndarray]:
         image_name, label_name = os.fsdecode(image_file), os.fsdecode(label_file)
-        image = read_rgb(image_name)
+        image = read_rgb(image_name, max_pixels=None)  # dataset files are the user's own
         label = decode_label(label_name, label_lut, num_classes)
         if image.shape[:2] != label.shape:
             raise ValueError(f"image {image_name} is {image.shape[0]}x{image.shape[1]} but its "
