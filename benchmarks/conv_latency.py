@@ -32,8 +32,7 @@ from absl import app, flags, logging
 from ai_edge_litert.interpreter import Interpreter
 
 from benchmarks.runtimes import measure
-from icnet.checkpoint import select_plan
-from icnet.cli import parse_size
+from icnet.cli import define_plan_flags, parse_size, plan_from_flags
 from icnet.config import ICNetConfig
 from icnet.fileio import atomic_write_bytes
 from icnet.model import build_icnet
@@ -157,10 +156,7 @@ def table(result: dict) -> str:
 
 def define_flags() -> None:
     """Defines the binary's flags."""
-    flags.DEFINE_float("filter_scale", 2.0, "Reference plan width: 1 (half) or 2 (full).")
-    flags.DEFINE_string("model_dir", None, "Model directory with plan.json (e.g. a pruned model).")
-    flags.DEFINE_string("plan", None, "A plan.json file.")
-    flags.DEFINE_integer("num_classes", 19, "Classifier width (ignored with --model_dir/--plan).")
+    define_plan_flags(filter_scale=2.0)
     flags.DEFINE_string("input_size", "1025x2049", "Input HxW of the model.")
     flags.DEFINE_integer("threads", 2, "Threads of both runtimes.")
     flags.DEFINE_integer("warmup", 2, "Untimed calls per convolution and runtime.")
@@ -182,8 +178,7 @@ def main(argv):
                              f"{FLAGS.threads}, {FLAGS.runs}, {FLAGS.warmup}")
         if FLAGS.split_mib is not None and FLAGS.split_mib <= 0:
             raise ValueError(f"--split_mib must be > 0, got {FLAGS.split_mib}")
-        config, source = select_plan(FLAGS.model_dir, FLAGS.plan, FLAGS.filter_scale,
-                                     FLAGS.num_classes)
+        config, source = plan_from_flags()
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     # Before TensorFlow runs anything: its thread pools are fixed at the first op.

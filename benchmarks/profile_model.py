@@ -15,14 +15,10 @@ import sys
 
 from absl import app, flags
 
-from icnet.checkpoint import select_plan
-from icnet.cli import parse_size
+from icnet.cli import define_plan_flags, parse_size, plan_from_flags
 from icnet.profiling import model_profile
 
-flags.DEFINE_float("filter_scale", 1.0, "Reference plan width: 1 (half) or 2 (full).")
-flags.DEFINE_integer("num_classes", 19, "Classifier width (ignored with --model_dir/--plan).")
-flags.DEFINE_string("model_dir", None, "Model directory with plan.json (e.g. a pruned model).")
-flags.DEFINE_string("plan", None, "A plan.json file.")
+define_plan_flags(filter_scale=1.0)
 flags.DEFINE_string("input_size", "1024x2048", "Input HxW.")
 flags.DEFINE_bool("batch_norm", False, "Profile the BN training variant instead of BN-merged.")
 FLAGS = flags.FLAGS
@@ -32,8 +28,7 @@ def main(argv):
     del argv
     try:
         size = parse_size(FLAGS.input_size, "input_size")
-        config, source = select_plan(FLAGS.model_dir, FLAGS.plan, FLAGS.filter_scale,
-                                     FLAGS.num_classes)
+        config, source = plan_from_flags()
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     result = model_profile(config.replace(batch_norm=FLAGS.batch_norm), size)

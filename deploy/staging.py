@@ -96,10 +96,6 @@ class Staging:
         missing = [t for t in self.targets if not os.path.lexists(os.path.join(self.root, t))]
         if missing:
             raise FileNotFoundError(f"export incomplete: {', '.join(missing)} not written")
-        appeared = [self.final(t) for t in self.targets if os.path.lexists(self.final(t))]
-        if appeared and not self.overwrite:
-            raise FileExistsError(f"{', '.join(appeared)} appeared during the export; not "
-                                  f"replacing")
         trash = os.path.join(self.root, ".replaced")
         moves = []  # (from, to) renames done so far, undone in reverse on failure
         created = self._missing_parents()

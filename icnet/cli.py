@@ -1,8 +1,14 @@
-"""Parsing helpers shared by the absl binaries."""
+"""Parsing helpers and flag groups shared by the absl binaries."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from absl import flags
+
+if TYPE_CHECKING:
+    from icnet.config import ICNetConfig
 
 
 def parse_size(text: str, flag: str) -> tuple[int, int]:
@@ -24,3 +30,24 @@ def parse_choices(text: str, allowed: Sequence[str], flag: str) -> tuple[str, ..
         raise ValueError(f"--{flag}: unknown {unknown or 'empty list'}; choose from "
                          f"{', '.join(allowed)}")
     return tuple(name for name in allowed if name in names)
+
+
+def define_plan_flags(filter_scale: float) -> None:
+    """--model_dir, --plan, --filter_scale (default `filter_scale`) and --num_classes: which
+    channel plan a profiling binary looks at (see plan_from_flags)."""
+    flags.DEFINE_string("model_dir", None, "Model directory with plan.json (e.g. a pruned model).")
+    flags.DEFINE_string("plan", None, "A plan.json file.")
+    flags.DEFINE_float("filter_scale", filter_scale, "Reference plan width: 1 (half) or 2 (full).")
+    flags.DEFINE_integer("num_classes", 19, "Classifier width (ignored with --model_dir/--plan).")
+
+
+def plan_from_flags() -> tuple[ICNetConfig, str]:
+    """(config, where it came from) of the plan the define_plan_flags flags select.
+
+    Raises:
+      FileNotFoundError, ValueError: see icnet.checkpoint.select_plan.
+    """
+    from icnet.checkpoint import select_plan  # TensorFlow, only for the binaries that use it
+
+    values = flags.FLAGS
+    return select_plan(values.model_dir, values.plan, values.filter_scale, values.num_classes)
