@@ -64,7 +64,7 @@ from icnet.cli import parse_size
 from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.data import Source
 from icnet.evaluation import evaluate
-from icnet.inference import Segmenter, load_weights
+from icnet.inference import load_weights
 from icnet.layers import Interp, LegacyResize, Preprocess
 from icnet.model import MIN_INPUT_SIZE, build_icnet
 from icnet.profiling import model_profile
@@ -473,7 +473,7 @@ def _measure(config: ICNetConfig, weights: WeightDict, export_size: tuple[int, i
     result = {"params": profile["params"], "flops": profile["flops"],
               "gflops": profile["gflops"]}
     if eval_source is not None and eval_images > 0:
-        result["miou"] = evaluate(Segmenter(config, weights), eval_source, eval_images)["miou"]
+        result["miou"] = evaluate(config, weights, eval_source, eval_images)["miou"]
     return result
 
 
@@ -593,7 +593,7 @@ def prune_model_dir(model_dir: str, output_dir: str, schedule: Sequence[float] =
             if finetune is not None:
                 if eval_images > 0:
                     stage["miou_before_finetune"] = evaluate(
-                        Segmenter(config, weights), eval_source, eval_images)["miou"]
+                        config, weights, eval_source, eval_images)["miou"]
                 stage_dir = os.path.join(work, "finetune", f"stage_{number}")
                 options = dataclasses.replace(finetune, model_dir=stage_dir)
                 logging.info("stage %d/%d: fine-tuning %d steps in %s", number, len(targets),

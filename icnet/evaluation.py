@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -9,24 +10,57 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from icnet.data import Source, eval_dataset
+from icnet.data import Source, ade20k, eval_dataset
 from icnet.data.labels import trainid_to_labelid_lut
 from icnet.image_io import write_png
+from icnet.config import ICNetConfig
 from icnet.inference import Segmenter
+from icnet.layers import resize_bilinear
 from icnet.metrics import ConfusionMatrix
+from icnet.weights import WeightDict
 
 
-def evaluate(segmenter: Segmenter, source: Source, num_images: int = 0,
-             resize: tuple[int, int] | None = None,
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How images are fed and predictions scored.
+
+    Attributes:
+      resize: feed images resized to this (H, W), bilinear with aligned corners, unpadded;
+        None pads them to 32k+1.
+      logits_to_label: upsample the logits straight to the label's size (bilinear, aligned
+        corners) and take the argmax there, as the reference's evaluate.py; otherwise upsample
+        to the padded input, crop to the image (as inference does) and take the argmax.
+      cityscapes_eval_pools: 1025x2049 inputs get the reference's Cityscapes evaluation pools.
+    """
+
+    resize: tuple[int, int] | None = None
+    logits_to_label: bool = False
+    cityscapes_eval_pools: bool = False
+
+
+# The reference's evaluate.py protocols; other datasets are scored as inference segments.
+REFERENCE_PROTOCOLS = {
+    "cityscapes": Protocol(logits_to_label=True, cityscapes_eval_pools=True),
+    "ade20k": Protocol(resize=ade20k.EVAL_SIZE, logits_to_label=True),
+}
+
+
+def protocol_for(dataset: str) -> Protocol:
+    """The reference's evaluation protocol for `dataset` (the inference one for the others)."""
+    return REFERENCE_PROTOCOLS.get(dataset, Protocol())
+
+
+def evaluate(config: ICNetConfig, weights: WeightDict, source: Source, num_images: int = 0,
              predictions_dir: str | None = None, log_every: int = 20) -> dict:
-    """mIoU, pixel accuracy and per-class IoU of `segmenter` on `source`.
+    """mIoU, pixel accuracy and per-class IoU of a model on `source`.
+
+    Images are fed and scored by `protocol_for(source.name)`: the reference's evaluate.py
+    protocol for Cityscapes and ADE20K, the inference one for the other datasets.
 
     Args:
-      segmenter: the model (any input size; images are padded to 32k+1 as the reference does).
+      config, weights: the model (as from `icnet.inference.load_weights`).
       source: the evaluation split.
       num_images: evaluate the first N images; 0 = all.
-      resize: feed images resized to this (H, W) (ADE20K: 480x480); predictions are resized
-        back to the label's size.
       predictions_dir: if set, write each prediction as a Cityscapes labelId PNG named after
         its image (the benchmark submission format).
       log_every: images between progress lines.
@@ -40,13 +74,21 @@ def evaluate(segmenter: Segmenter, source: Source, num_images: int = 0,
     matrix = ConfusionMatrix(source.num_classes)
     to_label_ids = trainid_to_labelid_lut()
     start = time.time()
-    for count, (image, label, name) in enumerate(eval_dataset(source, resize).take(total), 1):
+    protocol = protocol_for(source.name)
+    segmenter = Segmenter(config, weights, protocol.cityscapes_eval_pools)
+    batches = eval_dataset(source, protocol.resize).take(total)
+    for count, (image, label, name) in enumerate(batches, 1):
         label = label[0].numpy()
-        logits = segmenter.logits(image[0].numpy())
-        classes, _ = segmenter.decode(logits, image.shape[1:3])
-        if classes.shape != label.shape:
-            classes = tf.image.resize(classes[..., None], label.shape,
-                                      method="nearest")[..., 0].numpy()
+        logits = segmenter.logits(image[0].numpy(), pad=protocol.resize is None)
+        if protocol.logits_to_label:
+            upsampled = resize_bilinear(logits, label.shape, align_corners=True)
+            classes = tf.argmax(upsampled[0], axis=-1, output_type=tf.int32).numpy()
+            classes = classes.astype(np.uint8)
+        else:
+            classes, _ = segmenter.decode(logits, image.shape[1:3])
+            if classes.shape != label.shape:
+                classes = tf.image.resize(classes[..., None], label.shape,
+                                          method="nearest")[..., 0].numpy()
         matrix.update(label, classes)
         if predictions_dir:
             stem = os.path.splitext(os.path.basename(name[0].numpy().decode()))[0]

@@ -11,7 +11,7 @@ import tf_keras
 from icnet.checkpoint import load_checkpoint_weights
 from icnet.config import ICNetConfig
 from icnet.layers import RGB_MEAN, resize_bilinear
-from icnet.model import MIN_INPUT_SIZE, build_icnet
+from icnet.model import CITYSCAPES_EVAL_INPUT, MIN_INPUT_SIZE, build_icnet
 from icnet.weights import (WeightDict, assign_weights, config_from_weights, fold_batch_norm,
                            load_npy_weights)
 
@@ -51,10 +51,11 @@ def merged(config: ICNetConfig, weights: WeightDict) -> tuple[ICNetConfig, Weigh
 
 
 def build_inference_model(config: ICNetConfig, weights: WeightDict,
-                          input_size: tuple[int, int]) -> tf_keras.Model:
-    """The BN-merged model at `input_size` with `weights` loaded."""
+                          input_size: tuple[int, int],
+                          cityscapes_eval_pools: bool = False) -> tf_keras.Model:
+    """The BN-merged model at `input_size` with `weights` loaded (pools: see build_icnet)."""
     config, weights = merged(config, weights)
-    model = build_icnet(config, input_size)
+    model = build_icnet(config, input_size, cityscapes_eval_pools=cityscapes_eval_pools)
     assign_weights(model, weights)
     return model
 
@@ -80,22 +81,29 @@ def pad_image(image: np.ndarray) -> np.ndarray:
 
 
 class Segmenter:
-    """Runs a model on images of any size (one compiled model per padded size)."""
+    """Runs a model on images of any size (one compiled model per input size).
 
-    def __init__(self, config: ICNetConfig, weights: WeightDict):
+    With `cityscapes_eval_pools`, 1025x2049 inputs get the pyramid pools of the reference's
+    Cityscapes evaluation graph (model.CITYSCAPES_EVAL_POOLS); other sizes floor(h/b) bins.
+    """
+
+    def __init__(self, config: ICNetConfig, weights: WeightDict,
+                 cityscapes_eval_pools: bool = False):
         self.config, self.weights = merged(config, weights)
+        self.cityscapes_eval_pools = cityscapes_eval_pools
         self._models: dict[tuple[int, int], tf_keras.Model] = {}
 
     def model_for(self, size: tuple[int, int]) -> tf_keras.Model:
         if size not in self._models:
-            self._models[size] = build_inference_model(self.config, self.weights, size)
+            pools = self.cityscapes_eval_pools and tuple(size) == CITYSCAPES_EVAL_INPUT
+            self._models[size] = build_inference_model(self.config, self.weights, size, pools)
         return self._models[size]
 
-    def logits(self, image: np.ndarray) -> np.ndarray:
-        """`conv6_cls` logits [1, h, w, C] for the image padded to 32k+1."""
-        padded = pad_image(image)
-        model = self.model_for(padded.shape[:2])
-        return model(padded[None], training=False)["conv6_cls"].numpy()
+    def logits(self, image: np.ndarray, pad: bool = True) -> np.ndarray:
+        """`conv6_cls` logits [1, h, w, C] for the image padded to 32k+1 (or as it is)."""
+        feed = pad_image(image) if pad else np.asarray(image, np.float32)
+        model = self.model_for(feed.shape[:2])
+        return model(feed[None], training=False)["conv6_cls"].numpy()
 
     def segment(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Returns (class ids [H, W] uint8, probabilities [H, W, C] float32) for an RGB image."""

@@ -20,6 +20,14 @@ BN_MOMENTUM = 0.95
 PYRAMID_BINS = (1, 2, 3, 6)
 MIN_INPUT_SIZE = 161  # the smallest input whose 1/32 feature map holds 6 pyramid bins
 
+# The reference evaluates Cityscapes with the original Caffe prototxt's pyramid pools: for the
+# 33x65 conv5_3 map of a 1025x2049 input, (kernel, stride) per bin count, overlapping windows
+# that cover the whole map (kernel = stride = floor(h/b) leaves the last rows/columns out).
+CITYSCAPES_EVAL_POOLS = {1: ((33, 65), (33, 65)), 2: ((17, 33), (16, 32)),
+                         3: ((13, 25), (10, 20)), 6: ((8, 15), (5, 10))}
+CITYSCAPES_EVAL_MAP = (33, 65)
+CITYSCAPES_EVAL_INPUT = (1025, 2049)
+
 
 def conv_unit(x: tf.Tensor, config: ICNetConfig, name: str, kernel: int, *, stride: int = 1,
               dilation: int = 1, padding: str = "same", relu: bool = True) -> tf.Tensor:
@@ -68,17 +76,25 @@ def residual_stage(x: tf.Tensor, config: ICNetConfig, stage: str, blocks: int, s
     return x
 
 
-def pyramid_pooling(x: tf.Tensor) -> tf.Tensor:
-    """Average pools over 1, 2, 3 and 6 bins, resized back (align corners) and summed with x."""
+def pyramid_pooling(x: tf.Tensor, cityscapes_eval_pools: bool = False) -> tf.Tensor:
+    """Average pools over 1, 2, 3 and 6 bins, resized back (align corners) and summed with x.
+
+    Pools use kernel = stride = floor(h/b) x floor(w/b), or with `cityscapes_eval_pools` the
+    reference's Cityscapes evaluation windows (CITYSCAPES_EVAL_POOLS, 33x65 maps only).
+    """
     h, w = x.shape[1], x.shape[2]
     if min(h, w) < max(PYRAMID_BINS):
         raise ValueError(f"input too small: the 1/32 feature map is {h}x{w}, pyramid pooling "
                          f"needs {max(PYRAMID_BINS)}x{max(PYRAMID_BINS)} (inputs of at least "
                          f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE})")
+    if cityscapes_eval_pools and (h, w) != CITYSCAPES_EVAL_MAP:
+        raise ValueError(f"the Cityscapes evaluation pools need a 33x65 conv5_3 map (a "
+                         f"1025x2049 input), got {h}x{w}")
     branches = []
     for bins in reversed(PYRAMID_BINS):  # the reference sums pool6, pool3, pool2, pool1
         pool = (h // bins, w // bins)
-        y = layers.AveragePooling2D(pool, strides=pool, padding="valid",
+        kernel, stride = CITYSCAPES_EVAL_POOLS[bins] if cityscapes_eval_pools else (pool, pool)
+        y = layers.AveragePooling2D(kernel, strides=stride, padding="valid",
                                     name=f"conv5_3_pool{bins}")(x)
         branches.append(Interp(size=(h, w), name=f"conv5_3_pool{bins}_interp")(y))
     return reference_sum([x, *branches], name="conv5_3_sum")
@@ -88,14 +104,16 @@ def classifier(x: tf.Tensor, config: ICNetConfig, name: str) -> tf.Tensor:
     return layers.Conv2D(config.num_classes, 1, name=name)(x)
 
 
-def build_icnet(config: ICNetConfig, input_size: tuple[int, int],
-                name: str = "icnet") -> tf_keras.Model:
+def build_icnet(config: ICNetConfig, input_size: tuple[int, int], name: str = "icnet",
+                cityscapes_eval_pools: bool = False) -> tf_keras.Model:
     """Builds ICNet for RGB images of a static `input_size` (H, W).
 
     Args:
       config: class count, channel plan and BN variant.
       input_size: (height, width) of the input images; 32k+1 sizes avoid resampling.
       name: the Keras model name.
+      cityscapes_eval_pools: pyramid pooling with the windows of the reference's Cityscapes
+        evaluation graph (1025x2049 inputs only) instead of floor(h/b) bins.
 
     Returns:
       A model mapping float RGB images [B, H, W, 3] in [0, 255] to a dict of logits:
@@ -121,7 +139,7 @@ def build_icnet(config: ICNetConfig, input_size: tuple[int, int],
     x = residual_stage(x, config, "conv3", 4, stride=1, dilation=1, first_block=2)
     x = residual_stage(x, config, "conv4", 6, stride=1, dilation=2)
     x = residual_stage(x, config, "conv5", 3, stride=1, dilation=4)
-    x = pyramid_pooling(x)
+    x = pyramid_pooling(x, cityscapes_eval_pools)
     x = conv_unit(x, config, "conv5_4_k1", 1)
     sub4 = Interp(zoom=2, name="conv5_4_interp")(x)
 

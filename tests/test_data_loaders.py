@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from icnet.data import ade20k, check_crop_fits, cityscapes, make_source
+from icnet.data import ade20k, warn_if_crop_pads, cityscapes, make_source
 from icnet.data.listfile import read_list_file
 from icnet.data.pipeline import decode_label
 from icnet.image_io import read_rgb
@@ -208,15 +209,15 @@ def test_grayscale_and_rgba_images_become_rgb(tmp_path):
     np.testing.assert_array_equal(decoded_rgba, rgba[..., :3])
 
 
-def test_crop_larger_than_image_is_refused(tmp_path):
+def test_crop_larger_than_image_is_padded_with_a_warning(tmp_path, caplog):
     _cityscapes(tmp_path, "train", {"ulm": ["ulm_000000_000019"]}, "_gtFine_labelTrainIds.png",
                 [0])
     source = make_source("cityscapes", "train", data_dir=tmp_path)
-    check_crop_fits(source, (HEIGHT, WIDTH))
-    with pytest.raises(ValueError, match=r"crop_size 48x64 .* 40x64"):
-        check_crop_fits(source, (48, 64))
-    with pytest.raises(ValueError, match=r"crop_size 40x65 .* 40x64"):
-        check_crop_fits(source, (40, 65))
+    assert not warn_if_crop_pads(source, (HEIGHT, WIDTH))
+    assert not caplog.records
+    assert warn_if_crop_pads(source, (48, 64))
+    assert warn_if_crop_pads(source, (40, 65))
+    assert re.search(r"crop_size 40x65 is larger .* 40x64 .* padded", caplog.text)
 
 
 def test_bad_names_are_refused():

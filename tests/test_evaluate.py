@@ -6,16 +6,20 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from conftest import REPO
 from icnet.checkpoint import save_model_checkpoint
 from icnet.config import ICNetConfig
+from icnet.data import make_source
 from icnet.data.labels import labelid_to_trainid_lut
 from icnet.data.synthetic import write_cityscapes_layout
+from icnet.evaluation import evaluate
 from icnet.inference import Segmenter, load_weights
 from icnet.metrics import ConfusionMatrix
 from icnet.model import build_icnet
+from icnet.weights import assign_weights, model_weights
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +70,12 @@ def test_miou_matches_numpy_and_predictions_round_trip(tmp_path, model_dir):
         image_path = str(label_path).replace("gtFine", "leftImg8bit", 1).replace(
             "_gtFine_labelTrainIds", "_leftImg8bit")
         image = np.asarray(Image.open(image_path).convert("RGB"))
-        classes, _ = segmenter.segment(image)
-        labels.append(np.asarray(Image.open(label_path)))
+        label = np.asarray(Image.open(label_path))
+        # The reference's evaluate.py: logits of the padded image straight to the label size.
+        logits = segmenter.logits(image)
+        upsampled = tf.compat.v1.image.resize_bilinear(logits, label.shape, align_corners=True)
+        classes = np.argmax(upsampled[0].numpy(), axis=-1).astype(np.uint8)
+        labels.append(label)
         predictions.append(classes)
         stem = label_path.name.replace("_gtFine_labelTrainIds.png", "")
         written = np.asarray(Image.open(predictions_dir / f"{stem}.png"))
@@ -86,3 +94,34 @@ def test_confusion_matrix_skips_ignore_and_counts_absent_classes():
     assert np.isnan(iou[2])
     assert matrix.miou() == pytest.approx(0.5)
     assert matrix.pixel_accuracy() == pytest.approx(2 / 3)
+
+
+def test_ade20k_follows_the_reference_protocol(tmp_path):
+    """480x480 inputs (aligned-corner resize, no padding), logits resized to the label size."""
+    root = tmp_path / "ADEChallengeData2016"
+    rng = np.random.default_rng(4)
+    for index, (height, width) in enumerate([(170, 230), (260, 200)]):
+        stem = f"ADE_val_{index:08d}"
+        for folder, array, suffix in [
+                ("images", rng.integers(0, 256, (height, width, 3), np.uint8), "jpg"),
+                ("annotations", rng.integers(0, 151, (height, width), np.uint8), "png")]:
+            path = root / folder / "validation" / f"{stem}.{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+    source = make_source("ade20k", "val", data_dir=root)
+    config = ICNetConfig.from_filter_scale(0.125, 150, batch_norm=False)
+    weights = model_weights(build_icnet(config, (161, 161)))
+    result = evaluate(config, weights, source)
+
+    model = build_icnet(config, (480, 480))
+    assign_weights(model, weights)
+    labels, predictions = [], []
+    for image, label, _ in source.dataset():
+        resized = tf.compat.v1.image.resize_bilinear(image[None], (480, 480), align_corners=True)
+        logits = model(resized, training=False)["conv6_cls"]
+        upsampled = tf.compat.v1.image.resize_bilinear(logits, label.shape, align_corners=True)
+        labels.append(label.numpy().ravel())
+        predictions.append(np.argmax(upsampled[0].numpy(), -1).ravel())
+    labels, predictions = np.concatenate(labels), np.concatenate(predictions)
+    assert result["num_images"] == 2 and len(np.unique(predictions)) > 5  # not a constant map
+    assert result["miou"] == pytest.approx(numpy_miou(labels, predictions, 150), abs=1e-9)

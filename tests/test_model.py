@@ -6,13 +6,14 @@ import sys
 
 import numpy as np
 import pytest
+import tf_keras
 
 from conftest import REPO, rel_l2, shared_golden_path
 from icnet.config import ICNetConfig, reference_plan
-from icnet.inference import padded_size
-from icnet.model import build_icnet
+from icnet.inference import Segmenter, padded_size
+from icnet.model import CITYSCAPES_EVAL_POOLS, build_icnet, pyramid_pooling
 from icnet.profiling import model_profile
-from icnet.weights import assign_weights, config_from_weights, load_npy_weights
+from icnet.weights import assign_weights, config_from_weights, load_npy_weights, model_weights
 
 
 def run_golden(weights, io, size, outputs=("conv6_cls",)):
@@ -109,3 +110,37 @@ def test_plan_json_round_trip(tmp_path):
                                         (1024, 1025), (1025, 1025)])
 def test_padded_size(n, expected):
     assert padded_size(n) == expected
+
+
+
+def test_cityscapes_eval_pools_are_the_reference_windows():
+    """At 33x65 the evaluation pools average overlapping windows that cover the whole map."""
+    features = tf_keras.Input((33, 65, 3), batch_size=1)
+    summed = pyramid_pooling(features, cityscapes_eval_pools=True)
+    graph = tf_keras.Model(features, summed)
+    pools = tf_keras.Model(features, {b: graph.get_layer(f"conv5_3_pool{b}").output
+                                      for b in CITYSCAPES_EVAL_POOLS})
+    x = np.random.default_rng(0).random((1, 33, 65, 3), np.float32)
+    pooled = pools(x)
+    for bins, ((kh, kw), (sh, sw)) in CITYSCAPES_EVAL_POOLS.items():
+        assert (bins - 1) * sh + kh == 33 and (bins - 1) * sw + kw == 65  # covers the map
+        got = pooled[bins].numpy()
+        assert got.shape == (1, bins, bins, 3)
+        for i in range(bins):
+            for j in range(bins):
+                window = x[0, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                np.testing.assert_allclose(got[0, i, j], window.mean((0, 1)), rtol=1e-5)
+    with pytest.raises(ValueError, match="33x65 conv5_3 map"):
+        pyramid_pooling(tf_keras.Input((17, 33, 3), batch_size=1), cityscapes_eval_pools=True)
+
+
+def test_segmenter_uses_the_evaluation_pools_only_at_1025x2049():
+    config = ICNetConfig.from_filter_scale(0.0625, 19, batch_norm=False)
+    weights = model_weights(build_icnet(config, (161, 161)))
+    segmenter = Segmenter(config, weights, cityscapes_eval_pools=True)
+    pool3 = segmenter.model_for((1025, 2049)).get_layer("conv5_3_pool3")
+    assert (pool3.pool_size, pool3.strides) == ((13, 25), (10, 20))
+    pool3 = Segmenter(config, weights).model_for((1025, 2049)).get_layer("conv5_3_pool3")
+    assert (pool3.pool_size, pool3.strides) == ((11, 21), (11, 21))
+    pool3 = segmenter.model_for((513, 1025)).get_layer("conv5_3_pool3")
+    assert (pool3.pool_size, pool3.strides) == ((5, 11), (5, 11))

@@ -124,7 +124,9 @@ def test_eval_dataset_one_image_at_a_time(tmp_path):
     assert label.dtype == tf.uint8 and label.shape == (1, HEIGHT, WIDTH)
     assert [n.numpy()[0].decode() for _, _, n in elements] == ["i0", "i1", "i2"]
     resized, resized_label, _ = next(iter(eval_dataset(source, resize=(48, 48))))
-    assert resized.dtype == tf.uint8 and resized.shape == (1, 48, 48, 3)
+    assert resized.dtype == tf.float32 and resized.shape == (1, 48, 48, 3)
+    expected = tf.compat.v1.image.resize_bilinear(image, (48, 48), align_corners=True)
+    np.testing.assert_allclose(resized.numpy(), expected.numpy(), atol=1e-4)
     np.testing.assert_array_equal(resized_label.numpy(), label.numpy())
 
 

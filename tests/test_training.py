@@ -117,7 +117,6 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (("--dataset", "cityscapes"), "data_dir"),
     (("--dataset", "cityscapes", "--data_dir", "{empty}"), "{empty}"),
-    (("--crop_size", "400x400"), "crop_size 400x400"),
     (("--log_every", "0"), "log_every must be >= 1, got 0"),
     (("--filter_scale", "0"), "filter_scale must be > 0, got 0"),
     (("--dataset", "list", "--num_classes", "3"), "the list dataset needs --train_list"),

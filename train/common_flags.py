@@ -7,7 +7,7 @@ from __future__ import annotations
 from absl import flags
 
 from icnet.cli import parse_size
-from icnet.data import Source, check_crop_fits, make_source
+from icnet.data import Source, warn_if_crop_pads, make_source
 from icnet.training import OPTIMIZERS, TrainOptions
 
 FLAGS = flags.FLAGS
@@ -48,8 +48,12 @@ def define_training_flags(learning_rate: float = 0.002) -> tuple[str, ...]:
     flags.DEFINE_float("lambda3", 1.0, "Loss weight of conv6_cls (1/4).")
     flags.DEFINE_bool("update_mean_var", True,
                       "Train BN in batch-statistics mode, updating moving mean/variance (needs "
-                      "large batches; --noupdate_mean_var freezes them as the reference does).")
-    flags.DEFINE_bool("train_beta_gamma", True, "Train BN gamma/beta.")
+                      "large batches); --noupdate_mean_var freezes BN: it normalizes with the "
+                      "stored statistics and leaves them unchanged (the reference normalizes "
+                      "with batch statistics and only skips the updates).")
+    flags.DEFINE_bool("train_beta_gamma", True,
+                      "Train BN gamma/beta (the reference's fine-tuning default is "
+                      "--notrain_beta_gamma).")
     flags.DEFINE_bool("random_scale", False, "Random scale 0.5-2.0 (the reference's option).")
     flags.DEFINE_bool("random_mirror", True, "Random left-right mirror.")
     flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
@@ -72,9 +76,9 @@ def source_from_flags(split: str) -> Source:
 
 
 def train_options_from_flags(model_dir: str, steps: int, source: Source) -> TrainOptions:
-    """TrainOptions from the training flags, after checking the crop fits the images."""
+    """TrainOptions from the training flags (warns when crops are larger than the images)."""
     crop = parse_size(FLAGS.crop_size, "crop_size")
-    check_crop_fits(source, crop)
+    warn_if_crop_pads(source, crop)
     return TrainOptions(
         model_dir=model_dir, steps=steps, batch_size=FLAGS.batch_size, crop_size=crop,
         learning_rate=FLAGS.learning_rate, poly_power=FLAGS.poly_power,

@@ -6,8 +6,11 @@ Examples:
   python -m train.evaluate --dataset cityscapes --data_dir /data/cityscapes \
       --weights icnet_cityscapes_train_30k.npy --write_predictions preds/
 
-Cityscapes-style images are padded to the next 32k+1 (1024x2048 -> 1025x2049) as the reference
-evaluates; ADE20K images are resized to 480x480 and predictions resized back to the label size.
+The reference's evaluate.py protocols: Cityscapes images are padded to 1025x2049, pooled with
+the reference's Cityscapes evaluation windows, and their logits resized to the label size
+before the argmax; ADE20K images are resized to 480x480 (aligned corners) and their logits
+resized to the label size. Other datasets are padded to 32k+1 and segmented as deploy.predict
+does (logits upsampled to the padded size and cropped).
 """
 
 from __future__ import annotations
@@ -17,11 +20,10 @@ import sys
 
 from absl import app, flags, logging
 
-from icnet.data import ade20k
 from icnet.data.labels import CITYSCAPES_NUM_CLASSES
 from icnet.evaluation import evaluate, format_table
 from icnet.fileio import atomic_write_bytes
-from icnet.inference import Segmenter, load_weights
+from icnet.inference import load_weights
 from train.common_flags import define_data_flags, source_from_flags
 
 define_data_flags()
@@ -46,9 +48,7 @@ def main(argv):
         config, weights = load_weights(FLAGS.model_dir or FLAGS.weights, source.num_classes)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    resize = ade20k.EVAL_SIZE if FLAGS.dataset == "ade20k" else None
-    result = evaluate(Segmenter(config, weights), source, FLAGS.num_images, resize,
-                      FLAGS.write_predictions)
+    result = evaluate(config, weights, source, FLAGS.num_images, FLAGS.write_predictions)
     print(format_table(result, source.class_names))
     if FLAGS.json:
         atomic_write_bytes(FLAGS.json, json.dumps(result, indent=1).encode())

@@ -4,10 +4,11 @@ Example (the embedded synthetic street scenes, from scratch, under 10 minutes on
 the defaults are Adam at 2e-3, batch 8, 256x512 crops of a 1000-scene pool, mirroring):
   python -m train.train --model_dir runs/fs1 --filter_scale 1 --steps 800
 
-Fine-tuning the released Cityscapes weights as the reference does:
+Fine-tuning the released Cityscapes weights with the reference's settings (BN frozen):
   python -m train.train --dataset cityscapes --data_dir /data/cityscapes --model_dir runs/ft \
       --init_weights icnet_cityscapes_train_30k_bnnomerge.npy --optimizer sgd \
-      --learning_rate 5e-4 --noupdate_mean_var --random_scale --crop_size 720x720 --steps 30000
+      --learning_rate 5e-4 --noupdate_mean_var --notrain_beta_gamma --random_scale \
+      --crop_size 720x720 --steps 30000
 
 The model's plan comes from --channel_plan, else --filter_scale when given, else the model
 dir's plan.json (resuming), else the --init_weights file (a pruned checkpoint keeps its

@@ -2,7 +2,7 @@
 
 Example:
     source = make_source("cityscapes", "train", data_dir="/data/cityscapes")
-    check_crop_fits(source, (720, 720))
+    warn_if_crop_pads(source, (720, 720))
     batches = train_dataset(source, (720, 720), batch_size=8, random_scale=True,
                             random_mirror=True, seed=0)
 """
@@ -18,10 +18,10 @@ from icnet.data import ade20k, cityscapes
 from icnet.data.labels import (ADE20K_CLASS_NAMES, CITYSCAPES_CLASS_NAMES, CITYSCAPES_NUM_CLASSES,
                                labelid_to_trainid_lut)
 from icnet.data.listfile import Example, Listing, identity_lut, read_list_file
-from icnet.data.pipeline import (Source, check_crop_fits, eval_dataset, image_size, load_files,
+from icnet.data.pipeline import (Source, warn_if_crop_pads, eval_dataset, image_size, load_files,
                                  train_dataset)
 
-__all__ = ["Example", "FileSource", "Source", "SyntheticSource", "check_crop_fits",
+__all__ = ["Example", "FileSource", "Source", "SyntheticSource", "warn_if_crop_pads",
            "eval_dataset", "make_source", "train_dataset"]
 
 SOURCES = ("synthetic", "cityscapes", "ade20k", "list")

@@ -225,36 +225,36 @@ def eval_dataset(source: Source, resize: tuple[int, int] | None = None) -> tf.da
 
     Args:
         source: the evaluation split.
-        resize: (height, width) to resize images to (bilinear, the reference's legacy TF1
-            resize), e.g. ade20k.EVAL_SIZE; labels keep their size. None keeps images as they are.
+        resize: (height, width) to resize images to, bilinear with aligned corners as the
+            reference's ADE20K evaluation (ade20k.EVAL_SIZE), kept in float32; labels keep
+            their size. None keeps images as they are.
 
     Returns:
-        Dataset of (image uint8 [1, H, W, 3], label uint8 [1, H, W], name string [1]).
+        Dataset of (image [1, H, W, 3] uint8, or float32 when resized, label uint8 [1, H, W],
+        name string [1]).
     """
     batches = source.dataset().batch(1)
     if resize is not None:
         def resize_image(image: tf.Tensor, label: tf.Tensor,
                          name: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            resized = resize_bilinear(image, resize, align_corners=False)
-            return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8), label, name
+            return resize_bilinear(image, resize, align_corners=True), label, name
 
         batches = batches.map(resize_image, num_parallel_calls=AUTOTUNE)
     return batches.prefetch(AUTOTUNE)
 
 
-def check_crop_fits(source: Source, crop_size: tuple[int, int]) -> None:
-    """Refuses a crop larger than the (unscaled) images, which would otherwise be padded.
+def warn_if_crop_pads(source: Source, crop_size: tuple[int, int]) -> bool:
+    """Warns, and returns True, when crops are larger than the (unscaled) images.
 
+    Such crops are padded with the mean color and the ignore label, as the reference does (its
+    720x720 ADE20K crops, for example); the warning says so in case the size is a mistake.
     Only the first image's size is read (its header, or a synthetic source's configured size).
-
-    Raises:
-        ValueError: naming the crop size and the image size if the crop is larger in either
-            dimension.
     """
     height, width = source.image_size()
     crop_height, crop_width = crop_size
-    if crop_height > height or crop_width > width:
-        raise ValueError(
-            f"crop_size {crop_height}x{crop_width} is larger than the {source.name} "
-            f"{source.split} images, which are {height}x{width} (HxW, the first one); use a crop "
-            f"of at most {height}x{width}")
+    if crop_height <= height and crop_width <= width:
+        return False
+    logging.warning("crop_size %dx%d is larger than the %s %s images, which are %dx%d (HxW, the "
+                    "first one): crops will be padded with the mean color and ignored labels",
+                    crop_height, crop_width, source.name, source.split, height, width)
+    return True
