@@ -87,6 +87,27 @@ def test_augment_pads_bottom_right_without_scaling():
                                atol=1e-3)
 
 
+
+def test_random_scale_resizes_as_tf1_resize_images():
+    """A 2x crop holds the whole scaled image at its top left: it equals TF1's legacy resizes."""
+    rng = np.random.default_rng(2)
+    image = tf.constant(rng.integers(0, 256, (20, 30, 3), np.uint8))
+    label = tf.constant(rng.integers(0, 19, (20, 30), np.uint8))
+    scaled_sizes = set()
+    for seed in range(4):
+        out_image, out_label = augment(image, label, (40, 60), random_scale=True,
+                                       random_mirror=False, seed=tf.constant([seed, 1], tf.int64))
+        out_image, out_label = out_image.numpy(), out_label.numpy()
+        height, width = int((out_label[:, 0] != 255).sum()), int((out_label[0] != 255).sum())
+        scaled_sizes.add((height, width))
+        expected_image = tf.compat.v1.image.resize_images(tf.cast(image, tf.float32),
+                                                          (height, width))
+        expected_label = tf.compat.v1.image.resize_nearest_neighbor(label[None, ..., None],
+                                                                    (height, width))
+        np.testing.assert_allclose(out_image[:height, :width], expected_image.numpy(), atol=1e-3)
+        np.testing.assert_array_equal(out_label[:height, :width], expected_label[0, ..., 0])
+    assert len(scaled_sizes) > 1
+
 def test_mirror_flips_image_and_label_together(tmp_path):
     source = _two_sided_list(tmp_path)
     dataset = train_dataset(source, (HEIGHT, WIDTH), batch_size=8, random_scale=False,

@@ -137,9 +137,10 @@ def augment(image: tf.Tensor, label: tf.Tensor, crop_size: tuple[int, int], rand
             random_mirror: bool, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """The reference augmentation: random scale, random mirror, random crop with padding.
 
-    The scale is uniform in SCALE_RANGE (image bilinear, label nearest); the mirror flips image
-    and label together with probability 1/2; where the result is smaller than the crop it is
-    padded at the bottom and right with RGB_MEAN (image) and 255 (label) before cropping.
+    The scale is uniform in SCALE_RANGE (image bilinear, label nearest, both with TF1's legacy
+    coordinates as the reference); the mirror flips image and label together with probability
+    1/2; where the result is smaller than the crop it is padded at the bottom and right with
+    RGB_MEAN (image) and 255 (label) before cropping.
 
     Args:
         image: uint8 [H, W, 3] RGB.
@@ -159,8 +160,11 @@ def augment(image: tf.Tensor, label: tf.Tensor, crop_size: tuple[int, int], rand
         scale = tf.random.stateless_uniform([], scale_seed, *SCALE_RANGE)
         size = tf.cast(tf.cast(tf.shape(image)[:2], tf.float32) * scale, tf.int32)
         size = tf.maximum(size, 1)
-        image = tf.image.resize(image, size, method="bilinear")
-        label = tf.image.resize(label, size, method="nearest")
+        # TF1's resize_images and resize_nearest_neighbor, as the reference scales.
+        image = resize_bilinear(image[tf.newaxis], size, align_corners=False)[0]
+        label = tf.raw_ops.ResizeNearestNeighbor(images=label[tf.newaxis], size=size,
+                                                 align_corners=False,
+                                                 half_pixel_centers=False)[0]
     if random_mirror:
         flip = tf.random.stateless_uniform([], mirror_seed) < 0.5
         image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
