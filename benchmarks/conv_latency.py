@@ -35,7 +35,7 @@ from benchmarks.runtimes import measure
 from icnet.cli import define_plan_flags, parse_size, plan_from_flags
 from icnet.config import ICNetConfig
 from icnet.fileio import atomic_write_bytes
-from icnet.model import build_icnet
+from icnet.model import MIN_INPUT_SIZE, build_icnet
 
 
 def conv_shapes(config: ICNetConfig, input_size: tuple[int, int]) -> list[dict]:
@@ -172,7 +172,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     try:
-        size = parse_size(FLAGS.input_size, "input_size")
+        size = parse_size(FLAGS.input_size, "input_size", MIN_INPUT_SIZE)
         if FLAGS.threads < 1 or FLAGS.runs < 1 or FLAGS.warmup < 0:
             raise ValueError(f"--threads and --runs must be >= 1 and --warmup >= 0, got "
                              f"{FLAGS.threads}, {FLAGS.runs}, {FLAGS.warmup}")

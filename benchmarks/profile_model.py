@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 
 from icnet.cli import define_plan_flags, parse_size, plan_from_flags
+from icnet.model import MIN_INPUT_SIZE
 from icnet.profiling import model_profile
 
 define_plan_flags(filter_scale=1.0)
@@ -27,7 +28,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     try:
-        size = parse_size(FLAGS.input_size, "input_size")
+        size = parse_size(FLAGS.input_size, "input_size", MIN_INPUT_SIZE)
         config, source = plan_from_flags()
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

@@ -13,7 +13,8 @@ Examples:
       --finetune_steps 200 --crop_size 513x513
 
 Layout of --export_dir (each part is staged beside it and renamed into place when complete;
-an existing part is kept unless --overwrite):
+an existing export is kept unless --overwrite, which replaces it whole: parts of the old export
+that the new one does not write are removed):
   saved_model/<model_name>/<version>/   TF Serving: `serving_default` (uint8 images [batch, H,
                                         W, 3] -> class_ids, logits) and `serve_image_bytes`
                                         (JPEG/PNG strings -> class_ids at each image's size),
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
 import time
 
@@ -63,6 +65,7 @@ from deploy.runners import (
 )
 from deploy.staging import Staging
 from deploy.verify import SourceImages, compare_runners, evaluate_runners
+from icnet.checkpoint import model_dir_of
 from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.data import Source, train_dataset
 from icnet.fileio import size_on_disk
@@ -349,6 +352,40 @@ def _write_artifacts(staging: Staging, options: ExportOptions, model: tf_keras.M
     return runners
 
 
+def _remove_replaced_artifacts(export_dir: str, targets: list[str]) -> None:
+    """After an --overwrite export, removes what the export it replaced wrote and this one did
+    not (other models, quantizations or SavedModel versions): an export directory holds one
+    export, the one its export report lists."""
+    keep = {os.path.normpath(t) for t in targets}
+    stale = [os.path.join(kind, name) for kind in ("tflite", "onnx")
+             for name in _listdir(os.path.join(export_dir, kind)) if name.endswith(f".{kind}")]
+    stale += [os.path.join("saved_model", model, version)
+              for model in _listdir(os.path.join(export_dir, "saved_model"))
+              for version in _listdir(os.path.join(export_dir, "saved_model", model))
+              if version.isdigit()]
+    stale.append(PRUNED_DIRNAME)
+    for relative in stale:
+        path = os.path.join(export_dir, relative)
+        if relative in keep or not os.path.lexists(path):
+            continue
+        logging.info("export: removing %s of the replaced export", relative)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def _is_pruned(model_path: str) -> bool:
+    """Whether `model_path` is the output of deploy.prune (its directory has a prune report)."""
+    if model_path.endswith(".npy"):
+        return False
+    return os.path.isfile(os.path.join(model_dir_of(model_path), prune_lib.REPORT_FILENAME))
+
+
+def _listdir(path: str) -> list[str]:
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
 def _model_summary(model: tf_keras.Model, config: ICNetConfig, options: ExportOptions,
                    pruned: bool) -> dict:
     flops = count_flops(model, options.input_size)
@@ -458,8 +495,8 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
 
         logging.info("export: building the fp32 model at %dx%d", *options.input_size)
         model = build_inference_model(config, weights, options.input_size)
-        report["models"][options.model_name] = _model_summary(model, config, options,
-                                                              pruned=prune is not None)
+        report["models"][options.model_name] = _model_summary(
+            model, config, options, pruned=prune is not None or _is_pruned(model_path))
         runners = _write_artifacts(staging, options, model, config, weights, train_source,
                                    report)
         exported[options.model_name] = (KerasRunner(model), runners)
@@ -468,6 +505,8 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
         report_lib.write(report, staging.root)
         logging.info("export: publishing into %s", options.export_dir)
         staging.publish()
+    if options.overwrite:
+        _remove_replaced_artifacts(options.export_dir, staging.targets)
     for entry in report["artifacts"]:
         logging.info("export: %-40s %10d bytes  agreement %s  mIoU %s", entry["path"],
                      entry["size_bytes"], entry.get("argmax_agreement"), entry.get("miou"))
@@ -489,7 +528,8 @@ def define_flags() -> None:
     flags.DEFINE_string("export_dir", None, "Output directory.")
     flags.DEFINE_string("model_name", "icnet", "TF Serving model name and artifact file stem.")
     flags.DEFINE_integer("version", 1, "TF Serving version number.")
-    flags.DEFINE_bool("overwrite", False, "Replace existing artifacts of the same names.")
+    flags.DEFINE_bool("overwrite", False, "Replace the export in --export_dir (its artifacts "
+                      "that this export does not write are removed).")
     flags.DEFINE_string("input_size", "1025x2049", "HxW of every artifact's input.")
     flags.DEFINE_string("formats", ",".join(FORMATS),
                         f"Comma-separated subset of {','.join(FORMATS)}.")

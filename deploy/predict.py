@@ -1,4 +1,4 @@
-"""Segments one image and writes a color overlay.
+r"""Segments one image and writes a color overlay.
 
 Example:
   python -m deploy.predict --weights icnet_cityscapes_train_30k.npy --num_classes 19 \

@@ -1,4 +1,4 @@
-"""Structured kernel pruning: rank each conv's filters by L1 norm, keep the best, fine-tune.
+r"""Structured kernel pruning: rank each conv's filters by L1 norm, keep the best, fine-tune.
 
 As in the ICNet paper, a trained network is compressed by removing whole output filters (the
 released model is the full-width net pruned to half width: `--keep 0.5` turns the

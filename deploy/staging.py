@@ -66,7 +66,7 @@ class Staging:
         if existing and not overwrite:
             raise FileExistsError(
                 f"{self.export_dir} already holds {', '.join(existing)}; pass --overwrite to "
-                f"replace them, or choose another --export_dir or --version")
+                f"replace them, or choose another --export_dir")
         os.makedirs(self.export_dir, exist_ok=True)
         remove_stale(self.export_dir)
         self.root = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-",

@@ -11,14 +11,20 @@ if TYPE_CHECKING:
     from icnet.config import ICNetConfig
 
 
-def parse_size(text: str, flag: str) -> tuple[int, int]:
-    """Parses `HxW` (e.g. `1025x2049`) into (H, W), naming `flag` in the error."""
+def parse_size(text: str, flag: str, minimum: int = 1) -> tuple[int, int]:
+    """Parses `HxW` (e.g. `1025x2049`) into (H, W), naming `flag` in the error.
+
+    `minimum`: the smallest height and width accepted (a model input: model.MIN_INPUT_SIZE).
+    """
     try:
         height, width = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise ValueError(f"--{flag}: expected HxW such as 1025x2049, got {text!r}") from None
     if height < 1 or width < 1:
         raise ValueError(f"--{flag}: sizes must be positive, got {text!r}")
+    if height < minimum or width < minimum:
+        raise ValueError(f"--{flag}: {height}x{width} is smaller than the smallest input ICNet "
+                         f"takes, {minimum}x{minimum}")
     return height, width
 
 

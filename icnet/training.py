@@ -115,15 +115,12 @@ def _checkpoint_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
     return os.path.join(model_dir, f".worker_{strategy.cluster_resolver.task_id}")
 
 
-def _prepare_model_dir(model_dir: str, config: ICNetConfig, chief: bool) -> None:
+def _check_model_dir(model_dir: str, config: ICNetConfig) -> None:
+    """Refuses a model dir whose plan.json describes another model."""
     plan_path = os.path.join(model_dir, PLAN_FILENAME)
-    if os.path.isfile(plan_path):
-        existing = ICNetConfig.load(plan_path)
-        if existing != config:
-            raise ValueError(f"{model_dir} holds a model with another plan ({plan_path}); "
-                             f"use a new --model_dir or the same widths and class count")
-    elif chief:
-        config.save(plan_path)
+    if os.path.isfile(plan_path) and ICNetConfig.load(plan_path) != config:
+        raise ValueError(f"{model_dir} holds a model with another plan ({plan_path}); "
+                         f"use a new --model_dir or the same widths and class count")
 
 
 def _trainable_variables(model: tf_keras.Model, train_beta_gamma: bool) -> list[tf.Variable]:
@@ -143,7 +140,10 @@ def load_initial_weights(model: tf_keras.Model, config: ICNetConfig, weights: We
     """
     if config.batch_norm and not any(name.endswith("_bn") for name in weights):
         weights = expand_batch_norm(weights)
-    assign_weights(model, weights, allow_missing_classifier=True)
+    try:
+        assign_weights(model, weights, allow_missing_classifier=True)
+    except ValueError as e:
+        raise ValueError(f"--init_weights {source}: {e}") from e
     logging.info("initialised from %s", source)
 
 
@@ -196,8 +196,7 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
     config = config.replace(batch_norm=True)
     strategy = strategy or make_strategy(options.strategy)
     chief = _is_chief(strategy)
-    os.makedirs(options.model_dir, exist_ok=True)
-    _prepare_model_dir(options.model_dir, config, chief)
+    _check_model_dir(options.model_dir, config)
     if options.mixed_precision:
         policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
         tf_keras.mixed_precision.set_global_policy(policy)
@@ -227,6 +226,12 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
         logging.info("resumed from %s (step %d)", resumed_from, int(optimizer.iterations.numpy()))
     elif init_weights is not None:
         load_initial_weights(model, config, *init_weights)
+    # Written once the model builds and its initial weights load, so that a failed first run
+    # leaves no plan.json that would pin the next attempt to the same widths.
+    plan_path = os.path.join(options.model_dir, PLAN_FILENAME)
+    if chief and not os.path.isfile(plan_path):
+        os.makedirs(options.model_dir, exist_ok=True)
+        config.save(plan_path)
     start = int(optimizer.iterations.numpy())
     if start >= options.steps:
         logging.info("already trained to step %d of %d; nothing to do", start, options.steps)

@@ -139,6 +139,9 @@ def model_weights(model: tf_keras.Model) -> WeightDict:
     return weights
 
 
+MAX_LISTED_PROBLEMS = 10
+
+
 def assign_weights(model: tf_keras.Model, weights: WeightDict,
                    allow_missing_classifier: bool = False) -> None:
     """Loads a reference weight dict into `model`, checking every layer by name.
@@ -171,7 +174,10 @@ def assign_weights(model: tf_keras.Model, weights: WeightDict,
                 problems.append(f"layer `{name}` {param}: shape "
                                 f"{weights[name][param].shape}, expected {value.shape}")
     if problems:
-        raise ValueError("weights do not match the model:\n  " + "\n  ".join(problems))
+        shown = problems[:MAX_LISTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        raise ValueError(f"weights do not match the model ({len(problems)} problems):\n  "
+                         + "\n  ".join(shown) + (f"\n  ... and {more} more" if more else ""))
     for layer in model.layers:
         name = layer.name
         if name not in expected or name not in weights:

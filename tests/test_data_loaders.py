@@ -209,6 +209,23 @@ def test_grayscale_and_rgba_images_become_rgb(tmp_path):
     np.testing.assert_array_equal(decoded_rgba, rgba[..., :3])
 
 
+
+def test_16_bit_grayscale_is_scaled_to_8_bits_and_float_or_directory_refused(tmp_path):
+    gray16 = np.random.default_rng(3).integers(0, 65536, (HEIGHT, WIDTH), dtype=np.uint16)
+    path = tmp_path / "g16.png"
+    Image.fromarray(gray16).save(path)
+    assert Image.open(path).mode in ("I", "I;16")
+    decoded = read_rgb(str(path))
+    expected = np.round(gray16 / 257.0).astype(np.uint8)
+    assert decoded.dtype == np.uint8 and decoded.shape == (HEIGHT, WIDTH, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(decoded[..., channel], expected)
+    Image.fromarray(gray16.astype(np.float32)).save(tmp_path / "f.tiff")
+    with pytest.raises(ValueError, match=r"f.tiff: floating-point pixels"):
+        read_rgb(str(tmp_path / "f.tiff"))
+    with pytest.raises(ValueError, match="is a directory"):
+        read_rgb(str(tmp_path))
+
 def test_crop_larger_than_image_is_padded_with_a_warning(tmp_path, caplog):
     _cityscapes(tmp_path, "train", {"ulm": ["ulm_000000_000019"]}, "_gtFine_labelTrainIds.png",
                 [0])

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from icnet.config import ICNetConfig
+from icnet.model import build_icnet
+from icnet.weights import model_weights, save_npy_weights
 
 TINY = ["--filter_scale", "0.125", "--batch_size", "2", "--crop_size", "161x161",
         "--synthetic_count", "16",
@@ -119,14 +122,25 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     (("--dataset", "cityscapes", "--data_dir", "{empty}"), "{empty}"),
     (("--log_every", "0"), "log_every must be >= 1, got 0"),
     (("--filter_scale", "0"), "filter_scale must be > 0, got 0"),
+    (("--crop_size", "100x161"), "--crop_size: 100x161 is smaller than the smallest input"),
+    (("--init_weights", "{fs2_weights}"),
+     "--init_weights {fs2_weights}: weights do not match the model ("),
     (("--dataset", "list", "--num_classes", "3"), "the list dataset needs --train_list"),
 ])
 def test_bad_input_fails_before_training(tmp_path, extra, message):
     empty = tmp_path / "empty"
     empty.mkdir()
-    extra = [e.replace("{empty}", str(empty)) for e in extra]
+    fs2_weights = tmp_path / "fs2.npy"
+    fs2 = ICNetConfig.from_filter_scale(0.25, 19, batch_norm=False)
+    save_npy_weights(model_weights(build_icnet(fs2, (161, 161))), str(fs2_weights))
+    paths = {"{empty}": str(empty), "{fs2_weights}": str(fs2_weights)}
+    for key, value in paths.items():
+        extra = [e.replace(key, value) for e in extra]
+        message = message.replace(key, value)
     model_dir = tmp_path / "run"
     result = run_train(model_dir, "--steps", "5", *extra, timeout=120)
     assert result.returncode != 0
-    assert message.replace("{empty}", str(empty)) in result.stderr.strip().splitlines()[-1]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    # A failed first run leaves nothing that would pin the next attempt (no plan.json).
+    assert not (model_dir / "plan.json").exists()
     assert not model_dir.exists() or not checkpoint_steps(model_dir)

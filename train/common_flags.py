@@ -7,7 +7,8 @@ from __future__ import annotations
 from absl import flags
 
 from icnet.cli import parse_size
-from icnet.data import Source, warn_if_crop_pads, make_source
+from icnet.data import Source, make_source, warn_if_crop_pads
+from icnet.model import MIN_INPUT_SIZE
 from icnet.training import OPTIMIZERS, TrainOptions
 
 FLAGS = flags.FLAGS
@@ -77,7 +78,7 @@ def source_from_flags(split: str) -> Source:
 
 def train_options_from_flags(model_dir: str, steps: int, source: Source) -> TrainOptions:
     """TrainOptions from the training flags (warns when crops are larger than the images)."""
-    crop = parse_size(FLAGS.crop_size, "crop_size")
+    crop = parse_size(FLAGS.crop_size, "crop_size", MIN_INPUT_SIZE)
     warn_if_crop_pads(source, crop)
     return TrainOptions(
         model_dir=model_dir, steps=steps, batch_size=FLAGS.batch_size, crop_size=crop,

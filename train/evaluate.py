@@ -1,4 +1,4 @@
-"""Evaluates a model: mIoU, pixel accuracy and a per-class IoU table.
+r"""Evaluates a model: mIoU, pixel accuracy and a per-class IoU table.
 
 Examples:
   python -m train.evaluate --dataset synthetic --model_dir runs/fs1 --num_images 100 \

@@ -1,4 +1,4 @@
-"""Trains ICNet with the cascade label guidance loss; rerunning the same command resumes.
+r"""Trains ICNet with the cascade label guidance loss; rerunning the same command resumes.
 
 Example (the embedded synthetic street scenes, from scratch, under 10 minutes on 2 cores;
 the defaults are Adam at 2e-3, batch 8, 256x512 crops of a 1000-scene pool, mirroring):

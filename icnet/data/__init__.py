@@ -18,11 +18,11 @@ from icnet.data import ade20k, cityscapes
 from icnet.data.labels import (ADE20K_CLASS_NAMES, CITYSCAPES_CLASS_NAMES, CITYSCAPES_NUM_CLASSES,
                                labelid_to_trainid_lut)
 from icnet.data.listfile import Example, Listing, identity_lut, read_list_file
-from icnet.data.pipeline import (Source, warn_if_crop_pads, eval_dataset, image_size, load_files,
-                                 train_dataset)
+from icnet.data.pipeline import (Source, eval_dataset, image_size, load_files, train_dataset,
+                                 warn_if_crop_pads)
 
-__all__ = ["Example", "FileSource", "Source", "SyntheticSource", "warn_if_crop_pads",
-           "eval_dataset", "make_source", "train_dataset"]
+__all__ = ["Example", "FileSource", "Source", "SyntheticSource", "eval_dataset", "make_source",
+           "train_dataset", "warn_if_crop_pads"]
 
 SOURCES = ("synthetic", "cityscapes", "ade20k", "list")
 SPLITS = ("train", "val")
