@@ -31,8 +31,9 @@ MIOU_PLOT = "miou_vs_latency.png"
 SIZE_PLOT = "size_vs_latency.png"
 GPU_RUNTIMES = ("tf_gpu", "tflite_gpu", "onnxruntime_cuda")
 
-# Published numbers (the seed README, the ICNet paper, and the reference graph timed on the
-# development machine), kept here as data: a user's clone has no copy of the sources.
+# Published numbers (the seed README, the ICNet paper, and the reference graph's timings the
+# project's developers recorded, which we could not reproduce), kept here as data: a user's
+# clone has no copy of the sources.
 PUBLISHED = (
     ("Cityscapes val mIoU, train_30k (fs=1)", "67.26% (TF port) / 67.7% (Caffe)",
      "seed README"),
@@ -41,8 +42,9 @@ PUBLISHED = (
     ("speed at 1024x2048, Titan Xp", "0.037 s (about 27 fps)", "seed README"),
     ("speed at 1024x2048, Titan X (Maxwell)", "about 30 fps", "ICNet paper"),
     ("reference graph fs=1, 1024x2048, 2-core AVX-512 CPU, TF 2.21 fp32", "0.156 s",
-     "measured (median of 5)"),
-    ("reference graph fs=2, same", "0.518 s", "measured"),
+     "recorded by the project's developers (median of 5); not reproduced, see the README"),
+    ("reference graph fs=2, same", "0.518 s",
+     "recorded, not reproduced (442 GFLOP/s, above this CPU's fp32 matrix-product rate)"),
 )
 REFERENCE_CPU_S = {"fs1": 0.156, "fs2": 0.518}
 CITYSCAPES_MIOU_FS1 = 0.6726

@@ -13,8 +13,9 @@ Examples:
       --finetune_steps 200 --crop_size 513x513
 
 Layout of --export_dir (each part is staged beside it and renamed into place when complete;
-an existing export is kept unless --overwrite, which replaces it whole: parts of the old export
-that the new one does not write are removed):
+an existing export is kept unless --overwrite, which replaces it: parts of the old export that
+the new one does not write are removed, except other SavedModel versions of a model it writes
+a SavedModel for, which TF Serving keeps as that model's version history):
   saved_model/<model_name>/<version>/   TF Serving: `serving_default` (uint8 images [batch, H,
                                         W, 3] -> class_ids, logits) and `serve_image_bytes`
                                         (JPEG/PNG strings -> class_ids at each image's size),
@@ -354,13 +355,16 @@ def _write_artifacts(staging: Staging, options: ExportOptions, model: tf_keras.M
 
 def _remove_replaced_artifacts(export_dir: str, targets: list[str]) -> None:
     """After an --overwrite export, removes what the export it replaced wrote and this one did
-    not (other models, quantizations or SavedModel versions): an export directory holds one
-    export, the one its export report lists."""
+    not (other models, quantizations, formats): an export directory holds one export, the one
+    its report lists. Other SavedModel versions of a model this export writes a SavedModel for
+    stay: they are that model's TF Serving version history."""
     keep = {os.path.normpath(t) for t in targets}
+    versioned = {t.split("/")[1] for t in targets if t.startswith("saved_model/")}
     stale = [os.path.join(kind, name) for kind in ("tflite", "onnx")
              for name in _listdir(os.path.join(export_dir, kind)) if name.endswith(f".{kind}")]
     stale += [os.path.join("saved_model", model, version)
               for model in _listdir(os.path.join(export_dir, "saved_model"))
+              if model not in versioned
               for version in _listdir(os.path.join(export_dir, "saved_model", model))
               if version.isdigit()]
     stale.append(PRUNED_DIRNAME)
@@ -373,6 +377,10 @@ def _remove_replaced_artifacts(export_dir: str, targets: list[str]) -> None:
             shutil.rmtree(path)
         else:
             os.remove(path)
+        parent = os.path.dirname(relative)
+        while parent and not os.listdir(os.path.join(export_dir, parent)):
+            os.rmdir(os.path.join(export_dir, parent))
+            parent = os.path.dirname(parent)
 
 
 def _is_pruned(model_path: str) -> bool:
@@ -528,8 +536,9 @@ def define_flags() -> None:
     flags.DEFINE_string("export_dir", None, "Output directory.")
     flags.DEFINE_string("model_name", "icnet", "TF Serving model name and artifact file stem.")
     flags.DEFINE_integer("version", 1, "TF Serving version number.")
-    flags.DEFINE_bool("overwrite", False, "Replace the export in --export_dir (its artifacts "
-                      "that this export does not write are removed).")
+    flags.DEFINE_bool("overwrite", False, "Replace the export in --export_dir: its artifacts "
+                      "that this export does not write are removed, except other SavedModel "
+                      "versions of the models it writes.")
     flags.DEFINE_string("input_size", "1025x2049", "HxW of every artifact's input.")
     flags.DEFINE_string("formats", ",".join(FORMATS),
                         f"Comma-separated subset of {','.join(FORMATS)}.")
@@ -584,6 +593,8 @@ FLAGS = flags.FLAGS
 # The flags that mean something only with --prune (set by define_flags): pruning, and the
 # training flags of its fine-tuning.
 _PRUNE_ONLY_FLAGS: tuple[str, ...] = ()
+QAT_ONLY_FLAGS = ("qat_steps", "qat_batch_size", "qat_learning_rate", "qat_loss",
+                  "qat_crop_size")
 
 
 def _parse_prune(train_source: Source) -> PruneOptions:
@@ -607,18 +618,21 @@ def main(argv):
             raise ValueError("--export_dir is required")
         ignored = [f"--{name}" for name in _PRUNE_ONLY_FLAGS if FLAGS[name].present]
         if ignored and not FLAGS.prune:
-            raise ValueError(f"{', '.join(ignored)} only apply with --prune")
+            raise ValueError(f"{', '.join(ignored)}: only used with --prune")
+        quantizations = parse_choices(FLAGS.quantize, QUANTIZATIONS, "quantize")
+        ignored = [f"--{name}" for name in QAT_ONLY_FLAGS if FLAGS[name].present]
+        if ignored and "qat" not in quantizations:
+            raise ValueError(f"{', '.join(ignored)}: only used with qat in --quantize")
         input_size = parse_size(FLAGS.input_size, "input_size")
         options = ExportOptions(
             export_dir=FLAGS.export_dir, model_name=FLAGS.model_name, version=FLAGS.version,
             input_size=input_size, formats=parse_choices(FLAGS.formats, FORMATS, "formats"),
-            quantizations=parse_choices(FLAGS.quantize, QUANTIZATIONS, "quantize"),
-            overwrite=FLAGS.overwrite,
+            quantizations=quantizations, overwrite=FLAGS.overwrite,
             parity_images=FLAGS.parity_images, eval_images=FLAGS.eval_images,
             calibration_images=FLAGS.calibration_images, qat_steps=FLAGS.qat_steps,
             qat_batch_size=FLAGS.qat_batch_size, qat_learning_rate=FLAGS.qat_learning_rate,
             qat_loss=FLAGS.qat_loss,
-            qat_crop_size=(parse_size(FLAGS.qat_crop_size, "qat_crop_size")
+            qat_crop_size=(parse_size(FLAGS.qat_crop_size, "qat_crop_size", MIN_INPUT_SIZE)
                            if FLAGS.qat_crop_size else None),
             onnx_opset=FLAGS.onnx_opset, threads=FLAGS.threads or None,
             max_image_pixels=FLAGS.max_image_pixels, gpu_check=FLAGS.gpu_check,

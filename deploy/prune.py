@@ -524,12 +524,22 @@ def prune_model_dir(model_dir: str, output_dir: str, schedule: Sequence[float] =
 
     Raises:
       FileExistsError: `output_dir` exists and not `overwrite`.
-      FileNotFoundError, ValueError: a bad source, keep, override, plan or data source.
+      ValueError: `output_dir` holds the source, or is a non-empty directory that is not a
+        model directory; or a bad keep, override, plan or data source.
+      FileNotFoundError: a missing source, plan or data.
     """
     output_dir = os.path.abspath(output_dir)
+    source = os.path.abspath(model_dir)
+    if source == output_dir or source.startswith(output_dir + os.sep):
+        raise ValueError(f"--output_dir {output_dir} would replace the source model "
+                         f"{model_dir}; choose another --output_dir")
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} exists; choose another --output_dir or pass "
                               f"--overwrite")
+    if (os.path.isdir(output_dir) and os.listdir(output_dir)
+            and not os.path.isfile(os.path.join(output_dir, PLAN_FILENAME))):
+        raise ValueError(f"--output_dir {output_dir} is not a model directory (no "
+                         f"{PLAN_FILENAME}); --overwrite replaces only model directories")
     schedule = check_schedule(schedule)
     if keep_plan is not None and (len(schedule) > 1 or overrides or round_to != 1):
         raise ValueError("a keep plan gives the widths directly: do not combine it with a "

@@ -43,7 +43,8 @@ def define_plan_flags(filter_scale: float) -> None:
     channel plan a profiling binary looks at (see plan_from_flags)."""
     flags.DEFINE_string("model_dir", None, "Model directory with plan.json (e.g. a pruned model).")
     flags.DEFINE_string("plan", None, "A plan.json file.")
-    flags.DEFINE_float("filter_scale", filter_scale, "Reference plan width: 1 (half) or 2 (full).")
+    flags.DEFINE_float("filter_scale", filter_scale, "Reference plan width: 1 (half) or 2 "
+                       "(full); other positive values scale the widths.")
     flags.DEFINE_integer("num_classes", 19, "Classifier width (ignored with --model_dir/--plan).")
 
 

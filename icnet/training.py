@@ -222,7 +222,9 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
     manager = tf.train.CheckpointManager(checkpoint, write_dir, options.max_checkpoints)
     resumed_from = tf.train.latest_checkpoint(options.model_dir)
     if resumed_from:
-        checkpoint.restore(resumed_from).assert_existing_objects_matched()
+        # Optimizer slots are restored when first created; expect_partial silences the
+        # warnings a run that stops before any step would print about them.
+        checkpoint.restore(resumed_from).assert_existing_objects_matched().expect_partial()
         logging.info("resumed from %s (step %d)", resumed_from, int(optimizer.iterations.numpy()))
     elif init_weights is not None:
         load_initial_weights(model, config, *init_weights)

@@ -478,6 +478,13 @@ def test_failed_export_leaves_nothing_and_versions_are_kept(tmp_path, weights_fi
     version_2 = _small_options(export_dir, formats=("saved_model",), version=2, overwrite=True)
     export(weights_file, version_2, *sources)
     assert sorted(os.listdir(os.path.join(export_dir, "saved_model", "icnet"))) == ["1", "2"]
+    # An --overwrite export replaces the export: what it does not write goes, even other
+    # SavedModel versions once it writes no SavedModel of that model.
+    onnx_only = _small_options(export_dir, model_name="other", overwrite=True)
+    report = export(weights_file, onnx_only, *sources)
+    assert [a["path"] for a in report["artifacts"]] == ["onnx/other.onnx"]
+    assert sorted(os.listdir(export_dir)) == ["export_report.json", "export_report.md", "onnx",
+                                              "plan.json"]
 
 
 def _export_command(model_dir, export_dir):
@@ -498,13 +505,18 @@ def test_bad_export_options_are_named(tmp_path, field, value, message):
         _small_options(str(tmp_path), **{field: value})
 
 
-def test_pruning_flags_without_prune_are_refused(tmp_path):
-    command = [*_export_command(str(tmp_path / "model"), str(tmp_path / "out")), "--keep", "0.3",
-               "--learning_rate", "1e-3"]
+@pytest.mark.parametrize("extra,message", [
+    (("--keep", "0.3", "--learning_rate", "1e-3"),
+     "error: --keep, --learning_rate: only used with --prune"),
+    (("--qat_steps", "5"), "error: --qat_steps: only used with qat in --quantize"),
+    (("--quantize", "qat", "--qat_crop_size", "100x100"),
+     "error: --qat_crop_size: 100x100 is smaller than the smallest input ICNet takes, 161x161"),
+])
+def test_flags_that_would_be_ignored_or_too_small_are_refused(tmp_path, extra, message):
+    command = [*_export_command(str(tmp_path / "model"), str(tmp_path / "out")), *extra]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: --keep, --learning_rate only apply with --prune")
+    assert result.stderr.strip().splitlines()[-1] == message
     assert not (tmp_path / "out").exists()
 
 
@@ -576,6 +588,12 @@ def test_export_with_pruning(tmp_path, weights_file, sources):
             assert artifact["argmax_agreement"] >= 0.999, artifact["path"]
     text = (tmp_path / "out" / "export_report.md").read_text()
     assert "## Pruning" in text and "| icnet_unpruned | no |" in text
+    # Exporting deploy.prune's output later marks the model pruned too.
+    again = export(str(tmp_path / "out" / "pruned_model"),
+                   _small_options(str(tmp_path / "again")), *sources)
+    assert again["models"]["icnet"]["pruned"]
+    assert not export(weights_file, _small_options(str(tmp_path / "plain")),
+                      *sources)["models"]["icnet"]["pruned"]
 
 
 def test_export_with_pruning_only_the_pruned_model(tmp_path, weights_file, sources):

@@ -191,6 +191,16 @@ def test_bad_keeps_and_override_keys_are_named(tiny_groups, tmp_path):
     existing.mkdir()
     with pytest.raises(FileExistsError, match="overwrite"):
         prune_model_dir(str(tmp_path / "none"), str(existing), (0.5,))
+    # --overwrite never replaces the source model or a directory that is not a model dir.
+    source = tmp_path / "runs" / "fs2"
+    source.mkdir(parents=True)
+    for output in (source, tmp_path / "runs"):
+        with pytest.raises(ValueError, match="would replace the source model"):
+            prune_model_dir(str(source), str(output), (0.5,), overwrite=True)
+    (existing / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a model directory"):
+        prune_model_dir(str(source), str(existing), (0.5,), overwrite=True)
+    assert (existing / "notes.txt").read_text() == "keep me"
 
 
 def test_checkpoint_not_matching_its_plan_is_a_clear_error(tmp_path):

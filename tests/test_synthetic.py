@@ -103,6 +103,16 @@ def test_writer_produces_cityscapes_layout(tmp_path):
             np.testing.assert_array_equal(train_ids, expected_label)
             np.testing.assert_array_equal(label_ids, lut[train_ids])
     assert not list(tmp_path.rglob("*.tmp"))
+    # A second run replaces the synth city: no scenes of the first run's size or count remain.
+    other_city = tmp_path / "leftImg8bit" / "train" / "ulm"
+    other_city.mkdir()
+    write_cityscapes_layout(str(tmp_path), num_train=1, num_val=1, height=32, width=64, seed=2)
+    images = sorted((tmp_path / "leftImg8bit").rglob("synth_*.png"))
+    assert [Image.open(p).size for p in images] == [(64, 32), (64, 32)]
+    assert len(list((tmp_path / "gtFine").rglob("*.png"))) == 4 and other_city.is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is not a directory"):
+        write_cityscapes_layout(str(tmp_path / "file"), 1, 0, 32, 64)
 
 
 @pytest.mark.parametrize("text", ["512", "512x", "ax10", "0x10", "10x-3", "10x10x3"])

@@ -61,6 +61,10 @@ def test_kill_9_then_same_command_resumes_and_finishes(tmp_path):
     logged = [int(s) for s in re.findall(r"step (\d+)/40", result.stderr)]
     assert logged[0] == resumed + 1 and logged[-1] == 40
     assert checkpoint_steps(model_dir)[-1] == 40
+    # A third run has nothing to do and says so, without checkpoint warnings.
+    again = run_train(model_dir, *args)
+    assert again.returncode == 0 and "already trained to step 40 of 40" in again.stderr
+    assert "could not be found" not in again.stderr and "final loss" not in again.stderr
 
 
 def test_mirrored_on_two_logical_cpus_matches_default_first_step(tmp_path):

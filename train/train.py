@@ -33,7 +33,8 @@ from train.common_flags import (define_data_flags, define_training_flags, source
 define_data_flags()
 define_training_flags()
 flags.DEFINE_string("model_dir", None, "Where checkpoints, plan.json and summaries go.")
-flags.DEFINE_float("filter_scale", None, "Reference widths: 1 (half, default) or 2 (full).")
+flags.DEFINE_float("filter_scale", None, "Reference widths: 1 (half, default) or 2 (full); "
+                   "other positive values scale them (0.25: a narrow test model).")
 flags.DEFINE_string("channel_plan", None, "A plan.json giving every conv's width.")
 flags.DEFINE_string("init_weights", None,
                     "Reference .npy (merged or bnnomerge) or checkpoint to start from.")
@@ -78,8 +79,9 @@ def main(argv):
     except (TrainingDiverged, TrainingInterrupted) as e:
         logging.error("%s", e)
         sys.exit(1)
-    logging.info("done: step %d in %.1f s, final loss %s", summary["step"], summary["seconds"],
-                 summary["losses"].get("loss"))
+    if summary["losses"]:
+        logging.info("done: step %d in %.1f s, final loss %.4f", summary["step"],
+                     summary["seconds"], summary["losses"]["loss"])
 
 
 if __name__ == "__main__":

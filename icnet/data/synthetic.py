@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -1102,9 +1104,13 @@ def split_seed(seed: int, split: str) -> int:
 
 def _write_split(out_dir: str | os.PathLike, split: str, count: int, height: int, width: int,
                  seed: int) -> None:
-    """Renders one split's scenes and writes their image and label PNGs."""
+    """Renders one split's scenes and writes their image and label PNGs, replacing the split's
+    `synth` city of an earlier run (so sizes and counts never mix)."""
     image_dir = os.path.join(out_dir, "leftImg8bit", split, "synth")
     label_dir = os.path.join(out_dir, "gtFine", split, "synth")
+    for directory in (image_dir, label_dir):
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)
     os.makedirs(image_dir, exist_ok=True)
     os.makedirs(label_dir, exist_ok=True)
     to_label_ids = trainid_to_labelid_lut()
@@ -1126,8 +1132,12 @@ def write_cityscapes_layout(out_dir: str | os.PathLike, num_train: int, num_val:
     """Renders train and val scenes into the official Cityscapes directory layout.
 
     Writes `leftImg8bit/{split}/synth/synth_{index:06d}_000019_leftImg8bit.png` and the
-    matching `gtFine/..._gtFine_labelTrainIds.png` and `..._gtFine_labelIds.png`. Scene
-    `index` of a split is `render_scene(split_seed(seed, split), index, height, width)`.
+    matching `gtFine/..._gtFine_labelTrainIds.png` and `..._gtFine_labelIds.png`, replacing
+    the `synth` city of an earlier run (other cities are left alone). Scene `index` of a split
+    is `render_scene(split_seed(seed, split), index, height, width)`.
+
+    Raises:
+        ValueError: `out_dir` exists and is not a directory.
 
     Args:
         out_dir: root directory of the data set (created if missing).
@@ -1137,6 +1147,8 @@ def write_cityscapes_layout(out_dir: str | os.PathLike, num_train: int, num_val:
         width: image width in pixels.
         seed: data set seed.
     """
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir}: exists and is not a directory")
     for split, count in (("train", num_train), ("val", num_val)):
         _write_split(out_dir, split, count, height, width, seed)
 
@@ -1170,7 +1182,10 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     args = flags.FLAGS
     height, width = parse_size(args.size, "size")
-    write_cityscapes_layout(args.out, args.train, args.val, height, width, args.seed)
+    try:
+        write_cityscapes_layout(args.out, args.train, args.val, height, width, args.seed)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
