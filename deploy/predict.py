@@ -56,7 +56,11 @@ def run(weights: str, image_path: str, output: str, num_classes: int | None = No
             raise ValueError(f"{weights}: has {logits.shape[-1]} classes, but --num_classes "
                              f"is {num_classes}")
     else:
-        config, params = load_weights(weights, num_classes, filter_scale)
+        try:
+            config, params = load_weights(weights, num_classes, filter_scale)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}, nor an exported artifact (a SavedModel version "
+                                    f"directory, a .tflite or an .onnx file)") from e
         segmenter = Segmenter(config, params)
         logits = segmenter.logits(image)
         class_ids, _ = segmenter.decode(logits, image.shape[:2])

@@ -166,16 +166,20 @@ def open_runner(path: str, num_threads: int | None = None, xnnpack: bool = True)
 
     Raises:
       FileNotFoundError: no such path.
-      ValueError: not an artifact.
+      ValueError: not an artifact, or one its runtime cannot load (naming the file).
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or directory")
     kind = artifact_kind(path)
-    if kind == "saved_model":
-        return SavedModelRunner(path)
-    if kind == "tflite":
-        return TFLiteRunner(path, num_threads, xnnpack)
-    return OnnxRunner(path, num_threads)
+    try:
+        if kind == "saved_model":
+            return SavedModelRunner(path)
+        if kind == "tflite":
+            return TFLiteRunner(path, num_threads, xnnpack)
+        return OnnxRunner(path, num_threads)
+    except Exception as e:  # each runtime has its own parse errors; name the file
+        raise ValueError(f"{path}: cannot load this {kind} artifact "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
 
 
 def fit_image(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, bool]:

@@ -81,3 +81,22 @@ def test_wrong_class_count_or_scale_is_named(tmp_path):
     with pytest.raises(ValueError, match="model.tflite: --filter_scale is checked against .npy"):
         run(str(artifact), str(tmp_path / "in.png"), str(tmp_path / "o.png"), filter_scale=1)
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("name,content", [("model.tflite", b"not a flatbuffer"),
+                                          ("model.onnx", b"not a protobuf")])
+def test_corrupt_artifact_error_names_the_file(tmp_path, name, content):
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(tmp_path / "in.png")
+    artifact = tmp_path / name
+    artifact.write_bytes(content)
+    kind = name.split(".")[1]
+    with pytest.raises(ValueError, match=rf"{name}: cannot load this {kind} artifact"):
+        run(str(artifact), str(tmp_path / "in.png"), str(tmp_path / "o.png"))
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_unknown_weights_path_lists_every_accepted_kind(tmp_path):
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(tmp_path / "in.png")
+    with pytest.raises(FileNotFoundError, match=r"checkpoint prefix, nor an exported artifact "
+                                                r"\(a SavedModel version directory"):
+        run(str(tmp_path / "nothing"), str(tmp_path / "in.png"), str(tmp_path / "o.png"))
