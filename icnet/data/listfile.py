@@ -68,7 +68,8 @@ def read_list_file(list_file: str | os.PathLike, data_dir: str | os.PathLike | N
         label_lut: uint8[256] table from stored label values to trainIds; identity by default.
 
     Returns:
-        The Listing, examples sorted by image path; an example's name is its image path as
+        The Listing, examples in the list's order (as the reference reads them, so the first
+        N of `--num_images` are the list's first N); an example's name is its image path as
         written in the list, without the extension.
 
     Raises:
@@ -95,5 +96,4 @@ def read_list_file(list_file: str | os.PathLike, data_dir: str | os.PathLike | N
                                     os.path.splitext(fields[0])[0]))
     if not examples:
         raise ValueError(f"list file {list_path} names no examples")
-    examples.sort(key=lambda example: example.image_path)
     return Listing(examples, identity_lut() if label_lut is None else label_lut)
