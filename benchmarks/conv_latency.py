@@ -125,7 +125,7 @@ def measure_plan(config: ICNetConfig, input_size: tuple[int, int], threads: int,
 
 
 def table(result: dict) -> str:
-    """The rows as a Markdown table: shape, fp32 kernel MiB, milliseconds per runtime, ratio."""
+    """The rows as a Markdown table: shape, fp32 weights MiB, milliseconds per runtime, ratio."""
     lines = ["| layers | input | filters | kernel | stride | dilation | count | weights MiB | "
              "GFLOPs | TF ms | LiteRT ms | LiteRT / TF |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -153,6 +153,7 @@ def table(result: dict) -> str:
 
 
 # The binary. Its flags are defined only when it runs, so tests can import this module.
+
 
 def define_flags() -> None:
     """Defines the binary's flags."""

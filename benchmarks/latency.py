@@ -402,6 +402,7 @@ def _log_case(result: dict, number: int, count: int, round_number: int, rounds: 
 # The binary. Its flags are defined only when it runs (importing this module defines none, so
 # tests and other binaries can import it).
 
+
 def define_flags() -> None:
     """Defines the binary's flags."""
     flags.DEFINE_string("export_dir", None, "Export directory (see deploy.export).")

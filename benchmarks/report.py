@@ -44,7 +44,8 @@ PUBLISHED = (
     ("reference graph fs=1, 1024x2048, 2-core AVX-512 CPU, TF 2.21 fp32", "0.156 s",
      "recorded by the project's developers (median of 5); not reproduced, see the README"),
     ("reference graph fs=2, same", "0.518 s",
-     "recorded, not reproduced (442 GFLOP/s, above this CPU's fp32 matrix-product rate)"),
+     "recorded, not reproduced (442 GFLOP/s, above the fp32 matrix-product rate recorded "
+     "for that CPU)"),
 )
 REFERENCE_CPU_S = {"fs1": 0.156, "fs2": 0.518}
 CITYSCAPES_MIOU_FS1 = 0.6726
@@ -52,6 +53,7 @@ CITYSCAPES_MIOU_FS1 = 0.6726
 
 # --------------------------------------------------------------------------------------------
 # Reading the inputs defensively.
+
 
 def model_info(export_report: dict) -> dict[str, dict]:
     """{model name: {"params", "gflops", "pruned", "reference": {"miou"}, ...}}.
@@ -161,6 +163,7 @@ def speedup(result: dict, results: list[dict], models: dict) -> tuple[float | No
 # --------------------------------------------------------------------------------------------
 # Acceptance ratios.
 
+
 def _label(model: str | None, fmt: str, quantization: str, runtime: str,
            threads: int | None) -> str:
     kind = {"saved_model": "SavedModel", "tflite": "TFLite", "onnx": "ONNX"}[fmt]
@@ -248,6 +251,7 @@ def _fastest_cpu(results: list[dict], pruned: str | None, threads: int,
 
 # --------------------------------------------------------------------------------------------
 # Markdown.
+
 
 def _ms(result: dict, key: str = "median_s") -> str:
     value = result.get(key)
@@ -491,6 +495,7 @@ def markdown(latency: dict, export_report: dict, ratio_threads: int = 2,
 # --------------------------------------------------------------------------------------------
 # Plots and files.
 
+
 def _points(latency: dict, export_report: dict, key: str) -> list[tuple]:
     """(latency ms, y, label, runtime) per ok result with a y value."""
     artifacts = artifact_info(export_report)
@@ -585,6 +590,7 @@ def load_latency(path: str) -> dict:
 
 
 # The binary. Its flags are defined only when it runs (importing this module defines none).
+
 
 def define_flags() -> None:
     """Defines the binary's flags."""

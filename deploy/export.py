@@ -41,6 +41,7 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import tf_keras
 from absl import app, flags, logging
@@ -353,34 +354,74 @@ def _write_artifacts(staging: Staging, options: ExportOptions, model: tf_keras.M
     return runners
 
 
-def _remove_replaced_artifacts(export_dir: str, targets: list[str]) -> None:
+def _remove_replaced_artifacts(export_dir: str, targets: list[str], source: str) -> None:
     """After an --overwrite export, removes what the export it replaced wrote and this one did
     not (other models, quantizations, formats): an export directory holds one export, the one
     its report lists. Other SavedModel versions of a model this export writes a SavedModel for
-    stay: they are that model's TF Serving version history."""
+    stay (that model's TF Serving version history), and so does anything holding `source`,
+    the model just exported. Symlinked folders are not entered; a failed removal is logged."""
     keep = {os.path.normpath(t) for t in targets}
-    versioned = {t.split("/")[1] for t in targets if t.startswith("saved_model/")}
+    versioned = {Path(t).parts[1] for t in keep if Path(t).parts[0] == "saved_model"}
     stale = [os.path.join(kind, name) for kind in ("tflite", "onnx")
-             for name in _listdir(os.path.join(export_dir, kind)) if name.endswith(f".{kind}")]
+             for name in _real_listdir(export_dir, kind) if name.endswith(f".{kind}")]
     stale += [os.path.join("saved_model", model, version)
-              for model in _listdir(os.path.join(export_dir, "saved_model"))
-              if model not in versioned
-              for version in _listdir(os.path.join(export_dir, "saved_model", model))
+              for model in _real_listdir(export_dir, "saved_model") if model not in versioned
+              for version in _real_listdir(export_dir, os.path.join("saved_model", model))
               if version.isdigit()]
     stale.append(PRUNED_DIRNAME)
     for relative in stale:
         path = os.path.join(export_dir, relative)
         if relative in keep or not os.path.lexists(path):
             continue
+        if _holds(path, source):
+            logging.info("export: keeping %s of the replaced export: it holds the source model",
+                         relative)
+            continue
         logging.info("export: removing %s of the replaced export", relative)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
-        parent = os.path.dirname(relative)
-        while parent and not os.listdir(os.path.join(export_dir, parent)):
-            os.rmdir(os.path.join(export_dir, parent))
-            parent = os.path.dirname(parent)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+            parent = os.path.dirname(relative)
+            while parent and not os.listdir(os.path.join(export_dir, parent)):
+                os.rmdir(os.path.join(export_dir, parent))
+                parent = os.path.dirname(parent)
+        except OSError as e:
+            logging.warning("export: could not remove %s of the replaced export: %s", path, e)
+
+
+def _real_listdir(export_dir: str, relative: str) -> list[str]:
+    """Entries of export_dir/relative; none when it is missing or any part is a symlink."""
+    parts = Path(relative).parts
+    if any(os.path.islink(os.path.join(export_dir, *parts[:n + 1])) for n in range(len(parts))):
+        return []
+    path = os.path.join(export_dir, relative)
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def _source_path(model_path: str) -> str:
+    """The real path of what `model_path` is read from: the .npy file or the model dir."""
+    return os.path.realpath(model_path if model_path.endswith(".npy")
+                            else model_dir_of(model_path))
+
+
+def _holds(path: str, source: str) -> bool:
+    """Whether `path` is `source` (a real path) or a folder that contains it."""
+    path = os.path.realpath(path)
+    return source == path or source.startswith(path + os.sep)
+
+
+def _check_source_is_safe(model_path: str, export_dir: str, targets: list[str]) -> None:
+    """Refuses an export that would replace the model it exports or write files into its
+    model directory (an export into a subfolder of it is fine)."""
+    source = _source_path(model_path)
+    for target in targets:
+        path = os.path.join(export_dir, target)
+        if _holds(path, source) or os.path.dirname(os.path.realpath(path)) == source:
+            raise ValueError(f"--export_dir {export_dir}: writing {target} there would replace "
+                             f"the source model {model_path} or write into its directory; "
+                             f"choose another --export_dir")
 
 
 def _is_pruned(model_path: str) -> bool:
@@ -388,10 +429,6 @@ def _is_pruned(model_path: str) -> bool:
     if model_path.endswith(".npy"):
         return False
     return os.path.isfile(os.path.join(model_dir_of(model_path), prune_lib.REPORT_FILENAME))
-
-
-def _listdir(path: str) -> list[str]:
-    return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
 
 def _model_summary(model: tf_keras.Model, config: ICNetConfig, options: ExportOptions,
@@ -464,8 +501,9 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
     config, weights = load_weights(model_path)
     _check_data(options, config, train_source, eval_source, prune)
     unpruned = options.unpruned() if prune is not None and options.export_unpruned else None
-    staging = Staging(options.export_dir, _targets(options, prune is not None, unpruned),
-                      options.overwrite)
+    targets = _targets(options, prune is not None, unpruned)
+    _check_source_is_safe(model_path, options.export_dir, targets)
+    staging = Staging(options.export_dir, targets, options.overwrite)
     with staging:
         logging.info("export: staging in %s", staging.root)
         report = {"model_name": options.model_name, "version": options.version,
@@ -514,7 +552,7 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
         logging.info("export: publishing into %s", options.export_dir)
         staging.publish()
     if options.overwrite:
-        _remove_replaced_artifacts(options.export_dir, staging.targets)
+        _remove_replaced_artifacts(staging.export_dir, staging.targets, _source_path(model_path))
     for entry in report["artifacts"]:
         logging.info("export: %-40s %10d bytes  agreement %s  mIoU %s", entry["path"],
                      entry["size_bytes"], entry.get("argmax_agreement"), entry.get("miou"))
@@ -526,6 +564,7 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
 # --------------------------------------------------------------------------------------------
 # The binary. Its flags are defined only when it runs (importing this module defines none, so
 # tests and other binaries can import it). Pruning and dataset flags carry deploy.prune's names.
+
 
 def define_flags() -> None:
     """Defines the binary's flags."""
@@ -620,13 +659,15 @@ def main(argv):
         if ignored and not FLAGS.prune:
             raise ValueError(f"{', '.join(ignored)}: only used with --prune")
         quantizations = parse_choices(FLAGS.quantize, QUANTIZATIONS, "quantize")
+        formats = parse_choices(FLAGS.formats, FORMATS, "formats")
         ignored = [f"--{name}" for name in QAT_ONLY_FLAGS if FLAGS[name].present]
-        if ignored and "qat" not in quantizations:
-            raise ValueError(f"{', '.join(ignored)}: only used with qat in --quantize")
-        input_size = parse_size(FLAGS.input_size, "input_size")
+        if ignored and ("qat" not in quantizations or "tflite" not in formats):
+            raise ValueError(f"{', '.join(ignored)}: only used with qat in --quantize and "
+                             f"tflite in --formats")
+        input_size = parse_size(FLAGS.input_size, "input_size", MIN_INPUT_SIZE)
         options = ExportOptions(
             export_dir=FLAGS.export_dir, model_name=FLAGS.model_name, version=FLAGS.version,
-            input_size=input_size, formats=parse_choices(FLAGS.formats, FORMATS, "formats"),
+            input_size=input_size, formats=formats,
             quantizations=quantizations, overwrite=FLAGS.overwrite,
             parity_images=FLAGS.parity_images, eval_images=FLAGS.eval_images,
             calibration_images=FLAGS.calibration_images, qat_steps=FLAGS.qat_steps,

@@ -20,6 +20,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from icnet.checkpoint import latest_checkpoint
 from icnet.data.labels import palette_for
 from icnet.fileio import atomic_write_bytes
 from icnet.image_io import overlay, read_rgb, write_png
@@ -56,11 +57,12 @@ def run(weights: str, image_path: str, output: str, num_classes: int | None = No
             raise ValueError(f"{weights}: has {logits.shape[-1]} classes, but --num_classes "
                              f"is {num_classes}")
     else:
-        try:
-            config, params = load_weights(weights, num_classes, filter_scale)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e}, nor an exported artifact (a SavedModel version "
-                                    f"directory, a .tflite or an .onnx file)") from e
+        if not weights.endswith(".npy") and not latest_checkpoint(weights):
+            raise FileNotFoundError(f"{weights}: not a .npy file, a model directory with a "
+                                    f"checkpoint, a checkpoint prefix, nor an exported artifact "
+                                    f"(a SavedModel version directory, a .tflite or an .onnx "
+                                    f"file)")
+        config, params = load_weights(weights, num_classes, filter_scale)
         segmenter = Segmenter(config, params)
         logits = segmenter.logits(image)
         class_ids, _ = segmenter.decode(logits, image.shape[:2])

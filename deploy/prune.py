@@ -59,7 +59,7 @@ import numpy as np
 import tf_keras
 from absl import app, flags, logging
 
-from icnet.checkpoint import load_checkpoint_weights, save_model_checkpoint
+from icnet.checkpoint import latest_checkpoint, load_checkpoint_weights, save_model_checkpoint
 from icnet.cli import parse_size
 from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.data import Source
@@ -254,6 +254,7 @@ def model_groups(config: ICNetConfig) -> list[ChannelGroup]:
 # --------------------------------------------------------------------------------------------
 # Ranking and plans.
 
+
 def l1_importance(weights: WeightDict, group: ChannelGroup) -> np.ndarray:
     """Per channel of `group`: the L1 norm of its kernels, summed over the producing convs."""
     total = np.zeros(group.channels, np.float64)
@@ -384,6 +385,7 @@ def check_target_plan(plan: Mapping[str, int], groups: Sequence[ChannelGroup],
 # --------------------------------------------------------------------------------------------
 # Surgery.
 
+
 def select_channels(weights: WeightDict, groups: Sequence[ChannelGroup],
                     target: Mapping[str, int]) -> dict[str, np.ndarray]:
     """Group name -> the indices (ascending) of its `target` width most important channels."""
@@ -457,6 +459,7 @@ def save_checkpoint(config: ICNetConfig, weights: WeightDict, directory: str) ->
 # --------------------------------------------------------------------------------------------
 # The whole job: stages, fine-tuning, measurements, atomic output.
 
+
 def check_schedule(schedule: Sequence[float]) -> tuple[float, ...]:
     """Validates a keep schedule: fractions of the original widths, in (0, 1], non-increasing."""
     if not schedule:
@@ -524,22 +527,28 @@ def prune_model_dir(model_dir: str, output_dir: str, schedule: Sequence[float] =
 
     Raises:
       FileExistsError: `output_dir` exists and not `overwrite`.
-      ValueError: `output_dir` holds the source, or is a non-empty directory that is not a
-        model directory; or a bad keep, override, plan or data source.
+      ValueError: `output_dir` holds the source, or exists and is not a model directory
+        (plan.json and a checkpoint); or a bad keep, override, plan or data source.
       FileNotFoundError: a missing source, plan or data.
     """
     output_dir = os.path.abspath(output_dir)
-    source = os.path.abspath(model_dir)
-    if source == output_dir or source.startswith(output_dir + os.sep):
+    source, real_output = os.path.realpath(model_dir), os.path.realpath(output_dir)
+    if source == real_output or source.startswith(real_output + os.sep):
         raise ValueError(f"--output_dir {output_dir} would replace the source model "
                          f"{model_dir}; choose another --output_dir")
-    if os.path.exists(output_dir) and not overwrite:
+    if os.path.lexists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} exists; choose another --output_dir or pass "
                               f"--overwrite")
-    if (os.path.isdir(output_dir) and os.listdir(output_dir)
-            and not os.path.isfile(os.path.join(output_dir, PLAN_FILENAME))):
+    if os.path.lexists(output_dir) and (not os.path.isdir(output_dir)
+                                        or os.path.islink(output_dir)):
+        raise ValueError(f"--output_dir {output_dir} is not a directory; --overwrite replaces "
+                         f"only model directories")
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not (
+            os.path.isfile(os.path.join(output_dir, PLAN_FILENAME))
+            and latest_checkpoint(output_dir)):
         raise ValueError(f"--output_dir {output_dir} is not a model directory (no "
-                         f"{PLAN_FILENAME}); --overwrite replaces only model directories")
+                         f"{PLAN_FILENAME} with a checkpoint); --overwrite replaces only model "
+                         f"directories")
     schedule = check_schedule(schedule)
     if keep_plan is not None and (len(schedule) > 1 or overrides or round_to != 1):
         raise ValueError("a keep plan gives the widths directly: do not combine it with a "
@@ -650,6 +659,7 @@ def _move_into_place(work: str, output_dir: str, overwrite: bool) -> None:
 # --------------------------------------------------------------------------------------------
 # Parsing helpers for the binary.
 
+
 def parse_fractions(text: str, flag: str) -> tuple[float, ...]:
     """`0.75,0.5` -> (0.75, 0.5), naming `flag` in errors."""
     try:
@@ -680,13 +690,15 @@ def parse_overrides(text: str) -> list[tuple[str, float]]:
 # --------------------------------------------------------------------------------------------
 # The binary.
 
+
 def define_flags() -> None:
     """Defines the binary's flags (only when run as a binary, so that importing this module
     beside other binaries, e.g. in tests, defines no clashing flags)."""
     flags.DEFINE_string("model_dir", None, "Source model dir (checkpoint + plan.json), checkpoint "
                         "prefix or reference .npy.")
     flags.DEFINE_string("output_dir", None, "New model dir for the pruned model (must not exist).")
-    flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir (only a model "
+                      "directory, never the source model).")
     flags.DEFINE_float("keep", None, "Fraction of every group's channels to keep, one shot "
                        "(default 0.5 unless --schedule or --keep_plan).")
     flags.DEFINE_string("schedule", None,
@@ -734,7 +746,7 @@ def main(argv):
             if not getattr(FLAGS, name):
                 raise ValueError(f"--{name} is required")
         schedule, keep_plan, overrides = schedule_from_flags()
-        export_size = parse_size(FLAGS.export_size, "export_size")
+        export_size = parse_size(FLAGS.export_size, "export_size", MIN_INPUT_SIZE)
         tf_keras.utils.set_random_seed(FLAGS.seed)
         finetune = train_source = eval_source = None
         if FLAGS.finetune_steps > 0:

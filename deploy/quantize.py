@@ -150,6 +150,7 @@ def representative_dataset(images: Sequence[np.ndarray]) -> Callable[[], Iterato
 # Quantization-aware training (TFMOT). TFMOT is imported lazily: importing it sets
 # TF_USE_LEGACY_KERAS, which nothing else here needs.
 
+
 def _tfmot():
     import tensorflow_model_optimization as tfmot
     return tfmot

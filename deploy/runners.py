@@ -177,7 +177,11 @@ def open_runner(path: str, num_threads: int | None = None, xnnpack: bool = True)
         if kind == "tflite":
             return TFLiteRunner(path, num_threads, xnnpack)
         return OnnxRunner(path, num_threads)
+    except MemoryError:
+        raise
     except Exception as e:  # each runtime has its own parse errors; name the file
+        if isinstance(e, ValueError) and path in str(e):
+            raise
         raise ValueError(f"{path}: cannot load this {kind} artifact "
                          f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
 

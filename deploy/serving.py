@@ -187,6 +187,7 @@ def save(module: ICNetServingModule, path: str) -> None:
 
 WARMUP_PNG_SIDE = 64  # the warmup PNG is at most this many pixels a side
 
+
 def warmup_requests(module: ICNetServingModule, model_name: str) -> list:
     """One PredictionLog per signature: a mean-gray image tensor and a small PNG."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2

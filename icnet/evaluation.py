@@ -10,10 +10,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from icnet.config import ICNetConfig
 from icnet.data import Source, ade20k, eval_dataset
 from icnet.data.labels import trainid_to_labelid_lut
 from icnet.image_io import write_png
-from icnet.config import ICNetConfig
 from icnet.inference import Segmenter
 from icnet.layers import resize_bilinear
 from icnet.metrics import ConfusionMatrix
@@ -28,14 +28,21 @@ class Protocol:
       resize: feed images resized to this (H, W), bilinear with aligned corners, unpadded;
         None pads them to 32k+1.
       logits_to_label: upsample the logits straight to the label's size (bilinear, aligned
-        corners) and take the argmax there, as the reference's evaluate.py; otherwise upsample
-        to the padded input, crop to the image (as inference does) and take the argmax.
+        corners) and take the argmax there, as the reference's evaluate.py (for a padded
+        input this stretches the padding over the image: one pixel for Cityscapes' 1024 ->
+        1025, more for sizes farther from 32k+1); otherwise upsample to the padded input,
+        crop to the image (as inference does) and take the argmax.
       cityscapes_eval_pools: 1025x2049 inputs get the reference's Cityscapes evaluation pools.
     """
 
     resize: tuple[int, int] | None = None
     logits_to_label: bool = False
     cityscapes_eval_pools: bool = False
+
+    def __post_init__(self):
+        if self.resize is not None and not self.logits_to_label:
+            raise ValueError("resized (unpadded) inputs need logits_to_label: cropping the "
+                             "logits back assumes a padded input")
 
 
 # The reference's evaluate.py protocols; other datasets are scored as inference segments.

@@ -143,7 +143,7 @@ def load_initial_weights(model: tf_keras.Model, config: ICNetConfig, weights: We
     try:
         assign_weights(model, weights, allow_missing_classifier=True)
     except ValueError as e:
-        raise ValueError(f"--init_weights {source}: {e}") from e
+        raise ValueError(f"{source}: {e}") from e
     logging.info("initialised from %s", source)
 
 
@@ -228,8 +228,8 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
         logging.info("resumed from %s (step %d)", resumed_from, int(optimizer.iterations.numpy()))
     elif init_weights is not None:
         load_initial_weights(model, config, *init_weights)
-    # Written once the model builds and its initial weights load, so that a failed first run
-    # leaves no plan.json that would pin the next attempt to the same widths.
+    # Written once the model builds and its initial weights load, so that a first run refused
+    # for its widths, crop or weights leaves no plan.json pinning the next attempt to them.
     plan_path = os.path.join(options.model_dir, PLAN_FILENAME)
     if chief and not os.path.isfile(plan_path):
         os.makedirs(options.model_dir, exist_ok=True)

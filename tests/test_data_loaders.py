@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from icnet.data import ade20k, warn_if_crop_pads, cityscapes, make_source
+from icnet.data import ade20k, cityscapes, make_source, warn_if_crop_pads
 from icnet.data.listfile import read_list_file
 from icnet.data.pipeline import decode_label
 from icnet.image_io import read_rgb
@@ -209,7 +209,6 @@ def test_grayscale_and_rgba_images_become_rgb(tmp_path):
     np.testing.assert_array_equal(decoded_rgba, rgba[..., :3])
 
 
-
 def test_16_bit_grayscale_is_scaled_to_8_bits_and_float_or_directory_refused(tmp_path):
     gray16 = np.random.default_rng(3).integers(0, 65536, (HEIGHT, WIDTH), dtype=np.uint16)
     path = tmp_path / "g16.png"
@@ -225,6 +224,7 @@ def test_16_bit_grayscale_is_scaled_to_8_bits_and_float_or_directory_refused(tmp
         read_rgb(str(tmp_path / "f.tiff"))
     with pytest.raises(ValueError, match="is a directory"):
         read_rgb(str(tmp_path))
+
 
 def test_crop_larger_than_image_is_padded_with_a_warning(tmp_path, caplog):
     _cityscapes(tmp_path, "train", {"ulm": ["ulm_000000_000019"]}, "_gtFine_labelTrainIds.png",

@@ -125,3 +125,26 @@ def test_ade20k_follows_the_reference_protocol(tmp_path):
     labels, predictions = np.concatenate(labels), np.concatenate(predictions)
     assert result["num_images"] == 2 and len(np.unique(predictions)) > 5  # not a constant map
     assert result["miou"] == pytest.approx(numpy_miou(labels, predictions, 150), abs=1e-9)
+
+
+def test_cityscapes_evaluation_uses_the_reference_pools(monkeypatch, tmp_path):
+    """evaluate() builds its Segmenter with the Cityscapes evaluation pools for Cityscapes."""
+    import icnet.evaluation as evaluation
+
+    built = []
+
+    class Recording(Segmenter):
+        def __init__(self, config, weights, cityscapes_eval_pools=False):
+            built.append(cityscapes_eval_pools)
+            super().__init__(config, weights, cityscapes_eval_pools)
+
+    monkeypatch.setattr(evaluation, "Segmenter", Recording)
+    data_dir = tmp_path / "cityscapes"
+    write_cityscapes_layout(str(data_dir), num_train=0, num_val=1, height=161, width=161)
+    config = ICNetConfig.from_filter_scale(0.125, 19, batch_norm=False)
+    weights = model_weights(build_icnet(config, (161, 161)))
+    evaluate(config, weights, make_source("cityscapes", "val", data_dir=data_dir))
+    evaluate(config, weights, make_source("synthetic", "val", synthetic_size=(161, 161)), 1)
+    assert built == [True, False]
+    with pytest.raises(ValueError, match="need logits_to_label"):
+        evaluation.Protocol(resize=(480, 480))

@@ -26,7 +26,8 @@ from serving_emulation import read_warmup, rest_inputs
 from PIL import Image
 
 from deploy import report as report_lib
-from deploy.export import ExportOptions, PruneOptions, export
+from deploy.export import (PRUNED_DIRNAME, ExportOptions, PruneOptions,
+                           _remove_replaced_artifacts, export)
 from deploy.quantize import QUANTIZATIONS, quantization_spec
 from deploy.staging import Staging
 from deploy.runners import (
@@ -108,6 +109,7 @@ def entry(report, path):
 
 # --------------------------------------------------------------------------------------------
 # Layout, report, SavedModel.
+
 
 def test_layout_and_report(exported):
     export_dir = exported[0]
@@ -284,6 +286,7 @@ def test_rest_body_errors_name_the_problem(loaded):
 # --------------------------------------------------------------------------------------------
 # TFLite and ONNX.
 
+
 def test_float_artifacts_match_keras(exported):
     _, report, _ = exported
     for path in ("saved_model/icnet/1", "onnx/icnet.onnx", "tflite/icnet_fp32.tflite",
@@ -366,6 +369,7 @@ def test_onnx_resize_handler_gives_exact_sizes():
 # --------------------------------------------------------------------------------------------
 # Runners (deploy.predict's API) and quantization names.
 
+
 def test_open_runner_segments_like_the_checkpoint(exported, sources):
     export_dir, _, segmenter = exported
     image = val_image(sources, 3)
@@ -443,6 +447,7 @@ def test_qat_quantize_configs():
 # --------------------------------------------------------------------------------------------
 # Atomicity and the binary.
 
+
 def _small_options(export_dir, **changes):
     return ExportOptions(export_dir, **{"input_size": SIZE, "formats": ("onnx",),
                                         "parity_images": 0, "eval_images": 0,
@@ -508,7 +513,8 @@ def test_bad_export_options_are_named(tmp_path, field, value, message):
 @pytest.mark.parametrize("extra,message", [
     (("--keep", "0.3", "--learning_rate", "1e-3"),
      "error: --keep, --learning_rate: only used with --prune"),
-    (("--qat_steps", "5"), "error: --qat_steps: only used with qat in --quantize"),
+    (("--qat_steps", "5"),
+     "error: --qat_steps: only used with qat in --quantize and tflite in --formats"),
     (("--quantize", "qat", "--qat_crop_size", "100x100"),
      "error: --qat_crop_size: 100x100 is smaller than the smallest input ICNet takes, 161x161"),
 ])
@@ -594,6 +600,31 @@ def test_export_with_pruning(tmp_path, weights_file, sources):
     assert again["models"]["icnet"]["pruned"]
     assert not export(weights_file, _small_options(str(tmp_path / "plain")),
                       *sources)["models"]["icnet"]["pruned"]
+    # Re-exported into the same export with --overwrite, the pruned model (the source) stays;
+    # the rest of the replaced export goes.
+    source = str(tmp_path / "out" / "pruned_model")
+    export(source, _small_options(str(tmp_path / "out"), overwrite=True), *sources)
+    assert sorted(os.listdir(tmp_path / "out")) == ["export_report.json", "export_report.md",
+                                                    "onnx", "plan.json", "pruned_model"]
+    assert os.listdir(tmp_path / "out" / "onnx") == ["icnet.onnx"]
+    with pytest.raises(ValueError, match="would replace the source model"):
+        export(source, _small_options(source, overwrite=True), *sources)
+    assert os.path.isfile(os.path.join(source, "plan.json"))
+
+
+def test_overwrite_cleanup_skips_symlinked_folders_and_the_source(tmp_path):
+    export_dir, shared = tmp_path / "out", tmp_path / "shared"
+    shared.mkdir()
+    (shared / "other_fp32.tflite").write_bytes(b"kept")
+    (export_dir / "onnx").mkdir(parents=True)
+    (export_dir / "onnx" / "old.onnx").write_bytes(b"stale")
+    (export_dir / "saved_model" / "old" / "1").mkdir(parents=True)
+    (export_dir / PRUNED_DIRNAME).mkdir()
+    os.symlink(shared, export_dir / "tflite")
+    _remove_replaced_artifacts(str(export_dir), ["plan.json"],
+                               os.path.realpath(export_dir / PRUNED_DIRNAME))
+    assert (shared / "other_fp32.tflite").read_bytes() == b"kept"
+    assert sorted(os.listdir(export_dir)) == [PRUNED_DIRNAME, "tflite"]
 
 
 def test_export_with_pruning_only_the_pruned_model(tmp_path, weights_file, sources):

@@ -112,7 +112,6 @@ def test_padded_size(n, expected):
     assert padded_size(n) == expected
 
 
-
 def test_cityscapes_eval_pools_are_the_reference_windows():
     """At 33x65 the evaluation pools average overlapping windows that cover the whole map."""
     features = tf_keras.Input((33, 65, 3), batch_size=1)

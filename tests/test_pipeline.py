@@ -87,7 +87,6 @@ def test_augment_pads_bottom_right_without_scaling():
                                atol=1e-3)
 
 
-
 def test_random_scale_resizes_as_tf1_resize_images():
     """A 2x crop holds the whole scaled image at its top left: it equals TF1's legacy resizes."""
     rng = np.random.default_rng(2)
@@ -107,6 +106,7 @@ def test_random_scale_resizes_as_tf1_resize_images():
         np.testing.assert_allclose(out_image[:height, :width], expected_image.numpy(), atol=1e-3)
         np.testing.assert_array_equal(out_label[:height, :width], expected_label[0, ..., 0])
     assert len(scaled_sizes) > 1
+
 
 def test_mirror_flips_image_and_label_together(tmp_path):
     source = _two_sided_list(tmp_path)

@@ -197,10 +197,19 @@ def test_bad_keeps_and_override_keys_are_named(tiny_groups, tmp_path):
     for output in (source, tmp_path / "runs"):
         with pytest.raises(ValueError, match="would replace the source model"):
             prune_model_dir(str(source), str(output), (0.5,), overwrite=True)
+    os.symlink(source, tmp_path / "latest")
+    with pytest.raises(ValueError, match="would replace the source model"):
+        prune_model_dir(str(tmp_path / "latest"), str(source), (0.5,), overwrite=True)
     (existing / "notes.txt").write_text("keep me")
+    (existing / "plan.json").write_text("{}")  # an export root has one, but no checkpoint
     with pytest.raises(ValueError, match="not a model directory"):
         prune_model_dir(str(source), str(existing), (0.5,), overwrite=True)
     assert (existing / "notes.txt").read_text() == "keep me"
+    weights = tmp_path / "weights.npy"
+    weights.write_bytes(b"precious")
+    with pytest.raises(ValueError, match="is not a directory"):
+        prune_model_dir(str(source), str(weights), (0.5,), overwrite=True)
+    assert weights.read_bytes() == b"precious"
 
 
 def test_checkpoint_not_matching_its_plan_is_a_clear_error(tmp_path):

@@ -128,7 +128,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     (("--filter_scale", "0"), "filter_scale must be > 0, got 0"),
     (("--crop_size", "100x161"), "--crop_size: 100x161 is smaller than the smallest input"),
     (("--init_weights", "{fs2_weights}"),
-     "--init_weights {fs2_weights}: weights do not match the model ("),
+     "{fs2_weights}: weights do not match the model ("),
     (("--dataset", "list", "--num_classes", "3"), "the list dataset needs --train_list"),
 ])
 def test_bad_input_fails_before_training(tmp_path, extra, message):

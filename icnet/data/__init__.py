@@ -39,7 +39,7 @@ class FileSource(Source):
     """A split stored as image and label files.
 
     Attributes:
-        examples: the examples, sorted by image path.
+        examples: the examples, in the list file's order (directory layouts: sorted by path).
         label_lut: uint8[256] table from stored label values to trainIds.
     """
 

@@ -25,7 +25,7 @@ class Listing(NamedTuple):
     """The examples of a dataset split and how to read their labels.
 
     Attributes:
-        examples: the examples, sorted by image path.
+        examples: the examples, in the list file's order (directory layouts: sorted by path).
         label_lut: uint8[256] mapping a stored label value to a trainId (255 = ignore).
     """
 

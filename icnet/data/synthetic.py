@@ -1109,7 +1109,9 @@ def _write_split(out_dir: str | os.PathLike, split: str, count: int, height: int
     image_dir = os.path.join(out_dir, "leftImg8bit", split, "synth")
     label_dir = os.path.join(out_dir, "gtFine", split, "synth")
     for directory in (image_dir, label_dir):
-        if os.path.isdir(directory):
+        if os.path.islink(directory):
+            os.remove(directory)
+        elif os.path.isdir(directory):
             shutil.rmtree(directory)
     os.makedirs(image_dir, exist_ok=True)
     os.makedirs(label_dir, exist_ok=True)
