@@ -70,7 +70,7 @@ from deploy.verify import SourceImages, compare_runners, evaluate_runners
 from icnet.checkpoint import model_dir_of
 from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.data import Source, train_dataset
-from icnet.fileio import size_on_disk
+from icnet.fileio import holds, size_on_disk
 from icnet.image_io import MAX_IMAGE_PIXELS
 from icnet.inference import build_inference_model, load_weights, merged
 from icnet.model import MIN_INPUT_SIZE
@@ -373,7 +373,7 @@ def _remove_replaced_artifacts(export_dir: str, targets: list[str], source: str)
         path = os.path.join(export_dir, relative)
         if relative in keep or not os.path.lexists(path):
             continue
-        if _holds(path, source):
+        if holds(path, source):
             logging.info("export: keeping %s of the replaced export: it holds the source model",
                          relative)
             continue
@@ -406,19 +406,13 @@ def _source_path(model_path: str) -> str:
                             else model_dir_of(model_path))
 
 
-def _holds(path: str, source: str) -> bool:
-    """Whether `path` is `source` (a real path) or a folder that contains it."""
-    path = os.path.realpath(path)
-    return source == path or source.startswith(path + os.sep)
-
-
-def _check_source_is_safe(model_path: str, export_dir: str, targets: list[str]) -> None:
-    """Refuses an export that would replace the model it exports or write files into its
-    model directory (an export into a subfolder of it is fine)."""
-    source = _source_path(model_path)
+def _check_source_is_safe(model_path: str, source: str, export_dir: str,
+                          targets: list[str]) -> None:
+    """Refuses an export that would replace the model it exports (`source`, its real path)
+    or write files into its model directory (an export into a subfolder of it is fine)."""
     for target in targets:
         path = os.path.join(export_dir, target)
-        if _holds(path, source) or os.path.dirname(os.path.realpath(path)) == source:
+        if holds(path, source) or os.path.dirname(os.path.realpath(path)) == source:
             raise ValueError(f"--export_dir {export_dir}: writing {target} there would replace "
                              f"the source model {model_path} or write into its directory; "
                              f"choose another --export_dir")
@@ -502,7 +496,8 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
     _check_data(options, config, train_source, eval_source, prune)
     unpruned = options.unpruned() if prune is not None and options.export_unpruned else None
     targets = _targets(options, prune is not None, unpruned)
-    _check_source_is_safe(model_path, options.export_dir, targets)
+    source = _source_path(model_path)
+    _check_source_is_safe(model_path, source, options.export_dir, targets)
     staging = Staging(options.export_dir, targets, options.overwrite)
     with staging:
         logging.info("export: staging in %s", staging.root)
@@ -552,7 +547,7 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
         logging.info("export: publishing into %s", options.export_dir)
         staging.publish()
     if options.overwrite:
-        _remove_replaced_artifacts(staging.export_dir, staging.targets, _source_path(model_path))
+        _remove_replaced_artifacts(staging.export_dir, staging.targets, source)
     for entry in report["artifacts"]:
         logging.info("export: %-40s %10d bytes  agreement %s  mIoU %s", entry["path"],
                      entry["size_bytes"], entry.get("argmax_agreement"), entry.get("miou"))

@@ -64,6 +64,7 @@ from icnet.cli import parse_size
 from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.data import Source
 from icnet.evaluation import evaluate
+from icnet.fileio import holds
 from icnet.inference import load_weights
 from icnet.layers import Interp, LegacyResize, Preprocess
 from icnet.model import MIN_INPUT_SIZE, build_icnet
@@ -532,8 +533,7 @@ def prune_model_dir(model_dir: str, output_dir: str, schedule: Sequence[float] =
       FileNotFoundError: a missing source, plan or data.
     """
     output_dir = os.path.abspath(output_dir)
-    source, real_output = os.path.realpath(model_dir), os.path.realpath(output_dir)
-    if source == real_output or source.startswith(real_output + os.sep):
+    if holds(output_dir, model_dir):
         raise ValueError(f"--output_dir {output_dir} would replace the source model "
                          f"{model_dir}; choose another --output_dir")
     if os.path.lexists(output_dir) and not overwrite:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the target's directory, then one rename."""
+"""Atomic file writes (a temp file in the target's directory, then one rename) and path
+helpers."""
 
 from __future__ import annotations
 
@@ -28,3 +29,9 @@ def size_on_disk(path: str) -> int:
         return os.path.getsize(path)
     return sum(os.path.getsize(os.path.join(root, name))
                for root, _, names in os.walk(path) for name in names)
+
+
+def holds(folder: str, path: str) -> bool:
+    """Whether `path` is `folder` or lies inside it, after resolving symlinks."""
+    folder, path = os.path.realpath(folder), os.path.realpath(path)
+    return path == folder or path.startswith(folder + os.sep)
