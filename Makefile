@@ -35,7 +35,6 @@ DEMO_CROP ?= 256x512
 DEMO_SCENES ?= 200
 DEMO_FINETUNE_STEPS ?= 150
 DEMO_QAT_STEPS ?= 30
-DEMO_QAT_CROP ?= 513x1025
 DEMO_CALIBRATION ?= 32
 DEMO_PARITY ?= 10
 DEMO_EVAL ?= 20
@@ -46,27 +45,27 @@ DEMO_SAMPLE = $(DEMO_DIR)/scenes/leftImg8bit/val/synth/synth_000000_000019_leftI
 
 demo: $(STAMP)
 	@echo "== demo 1/6: render sample street scenes ($(DEMO_SCENE_SIZE)) into $(DEMO_DIR)/scenes"
-	$(PY) -m icnet.data.synthetic --out $(DEMO_DIR)/scenes --train 0 --val 2 \
+	$(PY) -m icnet.data.synthetic --output_dir $(DEMO_DIR)/scenes --train 0 --val 2 \
 	    --size $(DEMO_SCENE_SIZE)
 	@echo "== demo 2/6: train a full-width ICNet (filter_scale $(DEMO_FILTER_SCALE), $(DEMO_STEPS) steps)"
 	$(PY) -m train.train --model_dir $(DEMO_DIR)/full --filter_scale $(DEMO_FILTER_SCALE) \
 	    --steps $(DEMO_STEPS) $(DEMO_SCENE_FLAGS) --log_every 10
 	@echo "== demo 3/6: prune to half width, fine-tune, quantize, export, verify"
-	$(PY) -m deploy.export --model_dir $(DEMO_DIR)/full --export_dir $(DEMO_DIR)/export \
+	$(PY) -m deploy.export --model $(DEMO_DIR)/full --export_dir $(DEMO_DIR)/export \
 	    --overwrite --prune --keep 0.5 --finetune_steps $(DEMO_FINETUNE_STEPS) \
-	    --learning_rate 1e-3 --log_every 10 $(DEMO_SCENE_FLAGS) --input_size $(DEMO_INPUT_SIZE) \
+	    --learning_rate 1e-3 --synthetic_size $(DEMO_SCENE_SIZE) \
+	    --input_size $(DEMO_INPUT_SIZE) \
 	    --quantize fp32,fp16,dynamic,int8,qat --formats saved_model,tflite,onnx \
-	    --qat_steps $(DEMO_QAT_STEPS) $(if $(DEMO_QAT_CROP),--qat_crop_size $(DEMO_QAT_CROP)) \
-	    --calibration_images $(DEMO_CALIBRATION) --parity_images $(DEMO_PARITY) \
-	    --eval_images $(DEMO_EVAL)
+	    --qat_steps $(DEMO_QAT_STEPS) --calibration_images $(DEMO_CALIBRATION) \
+	    --parity_images $(DEMO_PARITY) --eval_images $(DEMO_EVAL)
 	@echo "== demo 4/6: benchmark every artifact"
 	$(PY) -m benchmarks.latency --export_dir $(DEMO_DIR)/export $(DEMO_BENCH_FLAGS) \
 	    --json $(DEMO_DIR)/latency.json
 	@echo "== demo 5/6: the report"
 	$(PY) -m benchmarks.report --export_dir $(DEMO_DIR)/export \
-	    --latency $(DEMO_DIR)/latency.json --out $(REPORT_DIR)
+	    --latency $(DEMO_DIR)/latency.json --output_dir $(REPORT_DIR)
 	@echo "== demo 6/6: segment a scene with the pruned int8 TFLite model"
-	$(PY) -m deploy.predict --weights $(DEMO_DIR)/export/tflite/icnet_int8.tflite \
+	$(PY) -m deploy.predict --model $(DEMO_DIR)/export/tflite/icnet_int8.tflite \
 	    --image $(DEMO_SAMPLE) --output $(DEMO_DIR)/overlay.png
 	@echo "== demo done: $(REPORT_DIR)/REPORT.md, $(DEMO_DIR)/export, $(DEMO_DIR)/overlay.png"
 

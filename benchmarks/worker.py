@@ -1,11 +1,14 @@
-"""Runs one benchmark case in this process and writes its result as JSON (used by latency.py).
+"""Runs one benchmark case in this process and writes its result as JSON (used by
+benchmarks.latency, which starts one worker process per case).
 
-Example (what `benchmarks.latency` starts for every case):
+Example (what benchmarks.latency starts for every case):
   python -m benchmarks.worker '{"path": "exports/icnet/tflite/icnet_int8.tflite",
-      "runtime": "tflite_xnnpack", "threads": 2, "warmup": 3, "runs": 10, "seed": 0}' out.json
+      "runtime": "tflite_xnnpack", "module": "deploy.runtimes.litert", "threads": 2,
+      "warmup": 3, "runs": 10, "seed": 0}' out.json
 
-The result is written to the second argument (not stdout, which runtimes may print to). A
-crash of the runtime leaves no result: the caller records the exit status instead.
+`module` is imported first, so a runtime registered outside deploy.runtimes runs here too. The
+result is written to the second argument (not stdout, which runtimes may print to). A crash of
+the runtime leaves no result: the caller records the exit status instead.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ def main(argv: list[str]) -> int:
         print(f"usage: {argv[0]} SPEC_JSON RESULT_PATH", file=sys.stderr)
         return 2
     spec = json.loads(argv[1])
-    from benchmarks.runtimes import run_case
+    from benchmarks.timing import run_case
+    from deploy import runtimes
 
-    result = run_case(spec["path"], spec["runtime"], spec.get("threads"), spec["warmup"],
-                      spec["runs"], spec.get("seed", 0))
+    runtime = runtimes.load(spec["runtime"], spec.get("module"))
+    result = run_case(spec["path"], runtime, spec.get("threads"), spec["warmup"], spec["runs"],
+                      spec.get("seed", 0))
     atomic_write_bytes(argv[2], json.dumps(result).encode())
     return 0
 

@@ -1,7 +1,7 @@
 """Quantization: a closed set of names mapped to TFLite converter settings, PTQ and QAT.
 
-`QUANTIZATIONS` is the whole vocabulary (`fp32|fp16|dynamic|int8|qat`); `quantization_spec`
-rejects anything else. `configure_converter` applies a spec to a `tf.lite.TFLiteConverter`.
+`deploy.layout.QUANTIZATIONS` is the whole vocabulary (`fp32|fp16|dynamic|int8|qat`);
+`quantization_spec` rejects anything else. `configure_converter` applies a spec to a `tf.lite.TFLiteConverter`.
 
 Post-training int8 (`int8`) calibrates on a representative dataset of training images
 (`representative_dataset`). Quantization-aware training (`qat`) wraps the tf_keras model with
@@ -43,10 +43,11 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
+from deploy.layout import QUANTIZATIONS
 from icnet.layers import Interp, LegacyResize, Preprocess
 from icnet.losses import branch_loss
+from icnet.training import make_optimizer, run_loop
 
-QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "qat")
 PIXEL_RANGE = (0.0, 255.0)
 
 
@@ -432,8 +433,9 @@ def distillation_loss(student_logits: tf.Tensor, teacher_logits: tf.Tensor) -> t
 
 def finetune(qat_model: tf_keras.Model, batches: Iterable, steps: int, num_classes: int,
              teacher: tf_keras.Model | None = None, learning_rate: float = 2e-6,
-             log_every: int = 10) -> dict:
-    """Quantization-aware fine-tuning of the `conv6_cls` output (Adam, poly decay to 0).
+             log_every: int = 10, batch_size: int = 1) -> dict:
+    """Quantization-aware fine-tuning of the `conv6_cls` output (Adam, poly decay to 0), in
+    `icnet.training.run_loop` (NaN stop, progress lines, SIGINT/SIGTERM).
 
     With a `teacher` (the float model at the same input size) the loss is distillation: the
     student's softmax is pulled toward the teacher's, so fine-tuning recovers what
@@ -453,19 +455,23 @@ def finetune(qat_model: tf_keras.Model, batches: Iterable, steps: int, num_class
       teacher: the float model for distillation, or None for label cross-entropy.
       learning_rate: base learning rate.
       log_every: steps between progress lines.
+      batch_size: images per batch (for the progress lines' speed).
 
     Returns:
       {"steps", "loss" (last), "objective", "seconds"}.
+
+    Raises:
+      icnet.training.TrainingDiverged: the loss became NaN or infinite.
     """
     objective = "distill" if teacher is not None else "labels"
     if steps < 1:
         return {"steps": 0, "loss": None, "objective": objective, "seconds": 0.0}
-    schedule = tf_keras.optimizers.schedules.PolynomialDecay(learning_rate, steps, 0.0, 0.9)
-    optimizer = tf_keras.optimizers.Adam(schedule)
+    optimizer, schedule = make_optimizer("adam", learning_rate, steps)
     variables = qat_model.trainable_variables
 
     @tf.function
-    def train_step(images, labels):
+    def train_step(batch):
+        images, labels = batch
         with tf.GradientTape() as tape:
             logits = qat_model(images, training=True)["conv6_cls"]
             if teacher is not None:
@@ -474,25 +480,20 @@ def finetune(qat_model: tf_keras.Model, batches: Iterable, steps: int, num_class
             else:
                 loss = branch_loss(logits, labels, num_classes)
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
+        return {objective: loss}
 
-    begin = time.time()
-    loss = float("nan")
-    iterator = iter(batches)
-    images = None
-    for step in range(1, steps + 1):
-        images, labels = next(iterator)
-        loss = float(train_step(images, labels))
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"QAT fine-tuning diverged at step {step} (loss {loss}); "
-                                     f"lower the QAT learning rate")
-        if step % log_every == 0 or step == steps:
-            logging.info("QAT step %d/%d  %s loss %.4f  (%.2f s/step)", step, steps,
-                         objective, loss, (time.time() - begin) / step)
-    refresh_weight_ranges(qat_model, images[0])
+    last = {}
+
+    def keep_batch(step: int, batch) -> None:
+        last["images"] = batch[0]
+
+    result = run_loop(train_step, iter(batches), optimizer, schedule, steps=steps,
+                      images_per_step=batch_size, log_every=log_every, name="QAT step",
+                      after_step=keep_batch)
+    refresh_weight_ranges(qat_model, last["images"][0])
     pin_input_range(qat_model)
-    return {"steps": steps, "loss": loss, "objective": objective,
-            "seconds": round(time.time() - begin, 1)}
+    return {"steps": steps, "loss": result["losses"][objective], "objective": objective,
+            "seconds": result["seconds"]}
 
 
 def _qat_structure(model: tf_keras.Model) -> list[tuple[str, str]]:

@@ -1,26 +1,27 @@
-"""Artifact verification: logit parity against the fp32 Keras model, and mIoU per runner.
+"""Artifact verification: logit parity against the fp32 Keras model, and mIoU per session.
 
-Both work on any `deploy.runners` runner and make one pass over the data for all runners
-together, so every artifact is measured on the same images the same way.
+Both work on any `deploy.runtimes` session and make one pass over the data for all sessions
+together, so every artifact under every runtime is measured on the same images the same way.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from deploy.runners import Runner, class_ids, fit_image
+from deploy.runtimes import Session
+from deploy.segment import class_ids, fit_image, logits
 from icnet.data import Source, eval_dataset
 from icnet.metrics import ConfusionMatrix
 
 
 class SourceImages:
     """The first `count` images of a source as uint8 RGB at `size`, re-read on every pass
-    (padded or resized as `deploy.runners.fit_image` does), so large calibration sets are
+    (padded or resized as `deploy.segment.fit_image` does), so large calibration sets are
     never all in memory."""
 
     def __init__(self, source: Source, count: int, size: tuple[int, int]):
@@ -69,46 +70,49 @@ class ParityStats:
                 "parity_images": self.images}
 
 
-def compare_runners(reference: Runner, runners: Mapping[str, Runner],
-                    images) -> dict[str, dict]:
-    """Parity of every runner against `reference` on `images` (uint8 at the input size)."""
-    stats = {name: ParityStats() for name in runners}
+def compare_sessions(reference: Session, sessions: Mapping[Hashable, Session],
+                     images) -> dict[Hashable, dict]:
+    """Parity of every session against `reference` on `images` (uint8 at the input size)."""
+    stats = {key: ParityStats() for key in sessions}
     for count, image in enumerate(images, 1):
-        expected = reference(image[None])
-        for name, runner in runners.items():
-            stats[name].update(runner(image[None]), expected)
+        expected = logits(reference, image)
+        for key, session in sessions.items():
+            stats[key].update(logits(session, image), expected)
         logging.info("parity: image %d/%d", count, len(images))
-    return {name: value.result() for name, value in stats.items()}
+    return {key: value.result() for key, value in stats.items()}
 
 
-def evaluate_runners(runners: Mapping[str, Runner], source: Source, num_images: int,
-                     log_every: int = 20) -> dict[str, dict]:
-    """mIoU and pixel accuracy of every runner on the first `num_images` of `source`.
+def evaluate_sessions(sessions: Mapping[Hashable, Session], source: Source, num_images: int,
+                      log_every: int = 20) -> dict[Hashable, dict]:
+    """mIoU and pixel accuracy of every session on the first `num_images` of `source`.
 
-    Each image goes through `deploy.runners.class_ids` (padded or resized to the runner's
+    Each image goes through `deploy.segment.class_ids` (padded or resized to the session's
     input size; class ids at the label's size).
 
     Returns:
-      {runner name: {"miou", "pixel_accuracy" (fractions), "eval_images",
-      "seconds_per_image"}}.
+      {key: {"miou", "pixel_accuracy" (fractions), "eval_images", "seconds_per_image"}}.
     """
     total = min(num_images, len(source))
-    matrices = {name: ConfusionMatrix(source.num_classes) for name in runners}
-    seconds = {name: 0.0 for name in runners}
+    matrices = {key: ConfusionMatrix(source.num_classes) for key in sessions}
+    seconds = {key: 0.0 for key in sessions}
     for count, (image, label, _) in enumerate(eval_dataset(source).take(total), 1):
         label = label[0].numpy()
-        for name, runner in runners.items():
+        for key, session in sessions.items():
             start = time.time()
-            classes = class_ids(runner, image[0].numpy())
-            seconds[name] += time.time() - start
+            classes = class_ids(session, image[0].numpy())
+            seconds[key] += time.time() - start
             if classes.shape != label.shape:
                 classes = tf.image.resize(classes[..., None], label.shape,
                                           method="nearest")[..., 0].numpy()
-            matrices[name].update(label, classes)
+            matrices[key].update(label, classes)
         if count % log_every == 0 or count == total:
             logging.info("evaluated %d/%d images: %s", count, total, ", ".join(
-                f"{name} {100 * m.miou():.2f}%" for name, m in matrices.items()))
-    return {name: {"miou": m.miou(), "pixel_accuracy": m.pixel_accuracy(),
-                   "eval_images": total,
-                   "seconds_per_image": round(seconds[name] / max(total, 1), 4)}
-            for name, m in matrices.items()}
+                f"{_name(key)} {100 * m.miou():.2f}%" for key, m in matrices.items()))
+    return {key: {"miou": m.miou(), "pixel_accuracy": m.pixel_accuracy(),
+                  "eval_images": total,
+                  "seconds_per_image": round(seconds[key] / max(total, 1), 4)}
+            for key, m in matrices.items()}
+
+
+def _name(key: Hashable) -> str:
+    return " ".join(str(part) for part in key) if isinstance(key, tuple) else str(key)

@@ -49,7 +49,7 @@ def select_plan(model_dir: str | None, plan_file: str | None, filter_scale: floa
       FileNotFoundError, ValueError: a missing or invalid plan, or both a directory and a file.
     """
     if model_dir and plan_file:
-        raise ValueError("give --model_dir or --plan, not both")
+        raise ValueError("give --model or --plan, not both")
     if model_dir:
         return load_plan(model_dir), model_dir
     if plan_file:

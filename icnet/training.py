@@ -1,10 +1,17 @@
-"""The training loop: cascade loss, poly LR momentum SGD, tf.distribute, resumable checkpoints.
+"""The one training loop (`run_loop`) and the ICNet training run built on it (`train`).
 
-`train(options, config, source)` builds the BN variant of `config` at the crop size, restores
-the newest checkpoint in `options.model_dir` if there is one (else loads `init_weights`), and
-trains to `options.steps`, writing checkpoints, TensorBoard summaries and progress lines.
-SIGINT/SIGTERM save a checkpoint before exiting; a NaN loss stops training, keeping the last
-good checkpoint.
+`run_loop` is what every kind of training in the kit shares: it runs a step function to a
+step count with poly learning-rate decay, stops on a NaN or infinite loss (`TrainingDiverged`,
+keeping the last good checkpoint), logs progress lines and TensorBoard scalars, saves
+checkpoints, and turns SIGINT/SIGTERM into a checkpoint at the current step followed by
+`icnet.interrupts.Interrupted`. `train` (the ICNet cascade loss; train.train, pruning
+fine-tunes) and `deploy.quantize.finetune` (QAT) are step functions around it.
+
+`train(options, config, source)` builds the BN variant of `config` at the crop size, resumes
+from the newest intact checkpoint in `options.model_dir` (a damaged newest one is moved into
+`damaged_checkpoints/` with a one-line warning), else loads `init_weights`, and trains to
+`options.steps`. It records its options and the data it trained on in `train_summary.json`,
+from which deploy.prune and deploy.export read the fine-tuning settings.
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
-import signal
 import time
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -25,41 +33,46 @@ from icnet.checkpoint import checkpoint_for
 from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.data import Source, train_dataset
 from icnet.data.labels import palette_for
+from icnet.exits import Failed
 from icnet.fileio import atomic_write_bytes
 from icnet.image_io import overlay
+from icnet.interrupts import Interrupted, deferred
 from icnet.losses import DEFAULT_LAMBDAS, cascade_loss, weight_decay
 from icnet.model import build_icnet
 from icnet.weights import WeightDict, assign_weights, expand_batch_norm
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 OPTIMIZERS = ("sgd", "adam")
+SUMMARY_FILENAME = "train_summary.json"
+DAMAGED_DIRNAME = "damaged_checkpoints"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(Failed):
     """The loss became NaN or infinite."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """SIGINT or SIGTERM arrived; a checkpoint was saved first."""
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
-    """Hyper-parameters and bookkeeping of one training run (REFERENCE.md §3 defaults)."""
+    """Hyper-parameters and bookkeeping of one training run.
+
+    The defaults are the kit's measured from-scratch recipe on the synthetic scenes (Adam at
+    2e-3, poly decay, batch 8, 256x512 crops, mirroring); the reference's fine-tuning recipe is
+    momentum SGD at 5e-4 (`optimizer="sgd"`).
+    """
 
     model_dir: str
     steps: int
     batch_size: int = 8
-    crop_size: tuple[int, int] = (720, 720)
-    learning_rate: float = 5e-4
+    crop_size: tuple[int, int] = (256, 512)
+    learning_rate: float = 2e-3
     poly_power: float = 0.9
     momentum: float = 0.9
-    optimizer: str = "sgd"
+    optimizer: str = "adam"
     weight_decay: float = 1e-4
     lambdas: tuple[float, float, float] = (0.16, 0.4, 1.0)
     update_mean_var: bool = True
     train_beta_gamma: bool = True
-    random_scale: bool = True
+    random_scale: bool = False
     random_mirror: bool = True
     strategy: str = "default"
     mixed_precision: bool = False
@@ -79,9 +92,34 @@ class TrainOptions:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         for name in ("checkpoint_every", "log_every", "image_summary_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping, **changes) -> "TrainOptions":
+        """Options from `to_dict` output (unknown keys ignored), with `changes` applied."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in values.items() if k in names}
+        for key in ("crop_size", "lambdas"):
+            if key in kept:
+                kept[key] = tuple(kept[key])
+        return cls(**{**kept, **changes})
+
+
+def read_summary(model_dir: str) -> dict:
+    """A model dir's train_summary.json ({} when there is none or it is unreadable)."""
+    try:
+        with open(os.path.join(model_dir, SUMMARY_FILENAME)) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -96,6 +134,178 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             raise ValueError("--strategy multi_worker needs the TF_CONFIG environment variable")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def make_optimizer(name: str, learning_rate: float, steps: int, poly_power: float = 0.9,
+                   momentum: float = 0.9):
+    """(optimizer, schedule): Adam or momentum SGD with poly decay to 0 over `steps`."""
+    schedule = tf_keras.optimizers.schedules.PolynomialDecay(
+        learning_rate, steps, end_learning_rate=0.0, power=poly_power)
+    if name == "adam":
+        return tf_keras.optimizers.Adam(schedule), schedule
+    return tf_keras.optimizers.SGD(schedule, momentum=momentum), schedule
+
+
+def _format_eta(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _plain_losses(losses: Mapping[str, float]) -> str:
+    return "  ".join(f"{name} {value:.4f}" for name, value in losses.items())
+
+
+def run_loop(step: Callable[[object], Mapping[str, tf.Tensor]], batches: Iterator,
+             optimizer, schedule: Callable, *, steps: int, images_per_step: int,
+             log_every: int = 10, name: str = "step",
+             describe: Callable[[Mapping[str, float]], str] = _plain_losses,
+             manager: tf.train.CheckpointManager | None = None, checkpoint_every: int = 0,
+             after_step: Callable[[int, object], None] | None = None) -> dict:
+    """Runs `step(batch)` until the optimizer has made `steps` steps.
+
+    Every `log_every` steps (and at the last) it logs `"<name> S/STEPS  <losses>  lr ...
+    img/s  ETA ..."` and writes the losses, learning rate and speed as TensorBoard scalars
+    to the default summary writer, if one is set.
+
+    Args:
+      step: one optimizer step on a batch; returns named scalar losses.
+      batches: an iterator of batches.
+      optimizer: its `iterations` count the steps (a resumed optimizer starts there).
+      schedule: the learning-rate schedule (for the progress lines).
+      steps: the step to stop at.
+      images_per_step: images in one batch (for the speed).
+      log_every: steps between progress lines.
+      name: the progress lines' prefix.
+      describe: formats the losses for the progress line.
+      manager: saves a checkpoint every `checkpoint_every` steps, at the last step and when a
+        signal stops the loop; None saves nothing.
+      checkpoint_every: steps between checkpoints.
+      after_step: called with (step, batch) after every step (e.g. image summaries).
+
+    Returns:
+      {"step", "losses" (the last, as floats), "seconds"}.
+
+    Raises:
+      TrainingDiverged: a loss became NaN or infinite (no checkpoint is saved for it).
+      icnet.interrupts.Interrupted: SIGINT/SIGTERM (after saving a checkpoint).
+    """
+    begin = window_start = time.time()
+    window_images = 0
+    current = int(optimizer.iterations.numpy())
+    losses: dict[str, float] = {}
+    with deferred() as stop:
+        while current < steps:
+            batch = next(batches)
+            losses = {key: float(value) for key, value in step(batch).items()}
+            current = int(optimizer.iterations.numpy())
+            window_images += images_per_step
+            bad = {key: value for key, value in losses.items() if not np.isfinite(value)}
+            if bad:
+                kept = manager.latest_checkpoint if manager else None
+                raise TrainingDiverged(
+                    f"{name}: loss became {next(iter(bad.values()))} at step {current}; "
+                    f"stopped without saving. "
+                    + (f"The last good checkpoint is {kept or 'none'}; lower the learning "
+                       f"rate and rerun to resume from it" if manager else
+                       "Lower the learning rate"))
+            if current % log_every == 0 or current == steps:
+                speed = window_images / max(time.time() - window_start, 1e-9)
+                eta = (steps - current) * images_per_step / max(speed, 1e-9)
+                rate = float(schedule(current))
+                logging.info("%s %d/%d  %s  lr %.2e  %.1f img/s  ETA %s", name, current, steps,
+                             describe(losses), rate, speed, _format_eta(eta))
+                for key, value in losses.items():
+                    tf.summary.scalar(f"loss/{key}", value, step=current)
+                tf.summary.scalar("learning_rate", rate, step=current)
+                tf.summary.scalar("images_per_second", speed, step=current)
+                window_start, window_images = time.time(), 0
+            if after_step is not None:
+                after_step(current, batch)
+            if manager is not None and (current % checkpoint_every == 0 or current == steps):
+                manager.save(checkpoint_number=current)
+            if stop.received is not None:
+                signum = stop.consume()
+                detail = f"stopped at step {current}"
+                if manager is not None:
+                    manager.save(checkpoint_number=current)
+                    detail = (f"checkpoint of step {current} saved in {manager.directory}; "
+                              f"rerun the same command to resume")
+                raise Interrupted(signum, detail)
+    return {"step": current, "losses": losses, "seconds": round(time.time() - begin, 1)}
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: leftovers, verification, fallback to the newest intact one.
+
+_TEMP_CHECKPOINT = re.compile(r"ckpt-\d+_temp")
+
+
+def remove_checkpoint_leftovers(model_dir: str) -> None:
+    """Removes `ckpt-N_temp/` directories a process killed while saving left behind."""
+    if not os.path.isdir(model_dir):
+        return
+    for name in os.listdir(model_dir):
+        path = os.path.join(model_dir, name)
+        if _TEMP_CHECKPOINT.fullmatch(name) and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            logging.info("removed %s, left by a run killed while saving a checkpoint", path)
+
+
+def checkpoint_problem(prefix: str) -> str | None:
+    """Why the checkpoint at `prefix` cannot be read (every tensor is read), or None."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    return None
+
+
+def _move_aside(prefix: str) -> str:
+    """Moves a checkpoint's files into `damaged_checkpoints/` beside it; returns the folder."""
+    directory = os.path.dirname(prefix)
+    aside = os.path.join(directory, DAMAGED_DIRNAME)
+    os.makedirs(aside, exist_ok=True)
+    stem = os.path.basename(prefix)
+    for name in os.listdir(directory):
+        if name == f"{stem}.index" or name.startswith(f"{stem}.data-"):
+            os.replace(os.path.join(directory, name), os.path.join(aside, name))
+    return aside
+
+
+def newest_intact_checkpoint(model_dir: str) -> str | None:
+    """The newest checkpoint of a model dir that reads completely, or None.
+
+    Damaged newer ones are moved into `damaged_checkpoints/` (one warning line each, naming
+    the checkpoint and the reason), and the checkpoint state file is rewritten to list only
+    the intact ones.
+    """
+    state = tf.train.get_checkpoint_state(model_dir)
+    if state is None:
+        return None
+    paths = [p if os.path.isabs(p) else os.path.join(model_dir, p)
+             for p in state.all_model_checkpoint_paths] or [state.model_checkpoint_path]
+    intact = [p for p in paths if tf.io.gfile.exists(f"{p}.index")]
+    moved = False
+    while intact:
+        problem = checkpoint_problem(intact[-1])
+        if problem is None:
+            break
+        aside = _move_aside(intact[-1])
+        logging.warning("checkpoint %s is damaged (%s); moved it into %s and resuming from "
+                        "the previous one", intact[-1], problem, aside)
+        intact.pop()
+        moved = True
+    if moved or len(intact) != len(paths):
+        tf.compat.v1.train.update_checkpoint_state(
+            model_dir, intact[-1] if intact else "", all_model_checkpoint_paths=intact)
+    return intact[-1] if intact else None
+
+
+# --------------------------------------------------------------------------------------------
+# ICNet training.
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -147,99 +357,13 @@ def load_initial_weights(model: tf_keras.Model, config: ICNetConfig, weights: We
     logging.info("initialised from %s", source)
 
 
-class _StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        del frame
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _format_eta(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-
-
-def train(options: TrainOptions, config: ICNetConfig, source: Source,
-          init_weights: tuple[WeightDict, str] | None = None,
-          strategy: tf.distribute.Strategy | None = None) -> dict:
-    """Trains `config` on `source`; resumes from `options.model_dir` when it has a checkpoint.
-
-    Args:
-      options: hyper-parameters and bookkeeping.
-      config: the model (its BN variant is trained).
-      source: the training split.
-      init_weights: (weights, description) used when there is no checkpoint to resume.
-      strategy: a tf.distribute strategy; made from `options.strategy` when None.
-
-    Returns:
-      A summary dict: final step, last losses, wall time, whether it resumed.
-
-    Raises:
-      TrainingDiverged: the loss became NaN (the last good checkpoint is kept).
-      TrainingInterrupted: a stop signal arrived (a checkpoint was saved first).
-    """
-    config = config.replace(batch_norm=True)
-    strategy = strategy or make_strategy(options.strategy)
-    chief = _is_chief(strategy)
-    _check_model_dir(options.model_dir, config)
-    if options.mixed_precision:
-        policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-        tf_keras.mixed_precision.set_global_policy(policy)
+def _cascade_step(model: tf_keras.Model, optimizer, options: TrainOptions, config: ICNetConfig,
+                  strategy: tf.distribute.Strategy) -> Callable:
+    """One distributed optimizer step of the cascade label guidance loss plus weight decay."""
     lambdas = dict(zip(DEFAULT_LAMBDAS, options.lambdas))
     replicas = strategy.num_replicas_in_sync
-    if options.batch_size % replicas:
-        raise ValueError(f"batch_size {options.batch_size} is not divisible by the "
-                         f"{replicas} replicas of --strategy {options.strategy}")
-
-    with strategy.scope():
-        model = build_icnet(config, options.crop_size)
-        schedule = tf_keras.optimizers.schedules.PolynomialDecay(
-            options.learning_rate, options.steps, end_learning_rate=0.0,
-            power=options.poly_power)
-        if options.optimizer == "adam":
-            optimizer = tf_keras.optimizers.Adam(schedule)
-        else:
-            optimizer = tf_keras.optimizers.SGD(schedule, momentum=options.momentum)
-        if options.mixed_precision and tf.config.list_physical_devices("GPU"):
-            optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
-        checkpoint = checkpoint_for(model, optimizer=optimizer)
-    write_dir = _checkpoint_dir(options.model_dir, strategy)
-    manager = tf.train.CheckpointManager(checkpoint, write_dir, options.max_checkpoints)
-    resumed_from = tf.train.latest_checkpoint(options.model_dir)
-    if resumed_from:
-        # Optimizer slots are restored when first created; expect_partial silences the
-        # warnings a run that stops before any step would print about them.
-        checkpoint.restore(resumed_from).assert_existing_objects_matched().expect_partial()
-        logging.info("resumed from %s (step %d)", resumed_from, int(optimizer.iterations.numpy()))
-    elif init_weights is not None:
-        load_initial_weights(model, config, *init_weights)
-    # Written once the model builds and its initial weights load, so that a first run refused
-    # for its widths, crop or weights leaves no plan.json pinning the next attempt to them.
-    plan_path = os.path.join(options.model_dir, PLAN_FILENAME)
-    if chief and not os.path.isfile(plan_path):
-        os.makedirs(options.model_dir, exist_ok=True)
-        config.save(plan_path)
-    start = int(optimizer.iterations.numpy())
-    if start >= options.steps:
-        logging.info("already trained to step %d of %d; nothing to do", start, options.steps)
-        return {"step": start, "resumed": bool(resumed_from), "losses": {}, "seconds": 0.0}
-
     variables = _trainable_variables(model, options.train_beta_gamma)
+    scaled_loss = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
@@ -247,10 +371,10 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
             loss, branches = cascade_loss(outputs, labels, config.num_classes, lambdas)
             total = loss + weight_decay(model, options.weight_decay)
             scaled = total / replicas
-            if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+            if scaled_loss:
                 scaled = optimizer.get_scaled_loss(scaled)
         gradients = tape.gradient(scaled, variables)
-        if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+        if scaled_loss:
             gradients = optimizer.get_unscaled_gradients(gradients)
         optimizer.apply_gradients(zip(gradients, variables))
         return {"total": total, "loss": loss, **branches}
@@ -261,64 +385,114 @@ def train(options: TrainOptions, config: ICNetConfig, source: Source,
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                 for k, v in per_replica.items()}
 
+    return train_step
+
+
+def _cascade_losses(losses: Mapping[str, float]) -> str:
+    return (f"loss {losses['loss']:.4f} (sub4 {losses['sub4_out']:.3f} sub24 "
+            f"{losses['sub24_out']:.3f} sub124 {losses['conv6_cls']:.3f})  total "
+            f"{losses['total']:.4f}")
+
+
+def _write_summary(model_dir: str, summary: dict) -> None:
+    atomic_write_bytes(os.path.join(model_dir, SUMMARY_FILENAME),
+                       json.dumps(summary, indent=1).encode())
+
+
+def train(options: TrainOptions, config: ICNetConfig, source: Source,
+          init_weights: tuple[WeightDict, str] | None = None,
+          strategy: tf.distribute.Strategy | None = None,
+          data: Mapping | None = None) -> dict:
+    """Trains `config` on `source`; resumes from `options.model_dir` when it has a checkpoint.
+
+    Args:
+      options: hyper-parameters and bookkeeping.
+      config: the model (its BN variant is trained).
+      source: the training split.
+      init_weights: (weights, description) used when there is no checkpoint to resume.
+      strategy: a tf.distribute strategy; made from `options.strategy` when None.
+      data: how the data was chosen (e.g. the binary's dataset flags), recorded in
+        train_summary.json for the tools that fine-tune this model later.
+
+    Returns:
+      A summary dict: final step, last losses, wall time, whether it resumed.
+
+    Raises:
+      TrainingDiverged: the loss became NaN (the last good checkpoint is kept).
+      icnet.interrupts.Interrupted: a stop signal arrived (a checkpoint was saved first).
+    """
+    config = config.replace(batch_norm=True)
+    strategy = strategy or make_strategy(options.strategy)
+    chief = _is_chief(strategy)
+    _check_model_dir(options.model_dir, config)
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    if options.mixed_precision:
+        tf_keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
+    replicas = strategy.num_replicas_in_sync
+    if options.batch_size % replicas:
+        raise ValueError(f"batch_size {options.batch_size} is not divisible by the "
+                         f"{replicas} replicas of --strategy {options.strategy}")
+
+    with strategy.scope():
+        model = build_icnet(config, options.crop_size)
+        optimizer, schedule = make_optimizer(options.optimizer, options.learning_rate,
+                                             options.steps, options.poly_power,
+                                             options.momentum)
+        if options.mixed_precision and gpu:
+            optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+        checkpoint = checkpoint_for(model, optimizer=optimizer)
+    write_dir = _checkpoint_dir(options.model_dir, strategy)
+    remove_checkpoint_leftovers(write_dir)
+    resumed_from = newest_intact_checkpoint(options.model_dir)
+    if resumed_from:
+        # Optimizer slots are restored when first created; expect_partial silences the
+        # warnings a run that stops before any step would print about them.
+        checkpoint.restore(resumed_from).assert_existing_objects_matched().expect_partial()
+        logging.info("resumed from %s (step %d)", resumed_from, int(optimizer.iterations.numpy()))
+    elif init_weights is not None:
+        load_initial_weights(model, config, *init_weights)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, options.max_checkpoints)
+    # Written once the model builds and its initial weights load, so that a first run refused
+    # for its widths, crop or weights leaves no plan.json pinning the next attempt to them.
+    plan_path = os.path.join(options.model_dir, PLAN_FILENAME)
+    if chief and not os.path.isfile(plan_path):
+        os.makedirs(options.model_dir, exist_ok=True)
+        config.save(plan_path)
+    start = int(optimizer.iterations.numpy())
+    record = {"options": options.to_dict(), "data": dict(data or {})}
+    if start >= options.steps:
+        logging.info("already trained to step %d of %d; nothing to do", start, options.steps)
+        return {"step": start, "resumed": bool(resumed_from), "losses": {}, "seconds": 0.0}
+    if chief:
+        _write_summary(options.model_dir, {**record, "step": start, "finished": False})
+
     # A resumed run draws fresh batches (seeded by the step) rather than replaying old ones.
     batches = train_dataset(source, options.crop_size, options.batch_size,
                             options.random_scale, options.random_mirror,
                             seed=options.seed + start, cache=options.cache_examples)
-    options_data = tf.data.Options()
-    options_data.experimental_distribute.auto_shard_policy = (
+    data_options = tf.data.Options()
+    data_options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA)
-    iterator = iter(strategy.experimental_distribute_dataset(batches.with_options(options_data)))
+    iterator = iter(strategy.experimental_distribute_dataset(batches.with_options(data_options)))
     summary_dir = os.path.join(options.model_dir, "train" if chief else ".worker_summaries")
-    writer = tf.summary.create_file_writer(summary_dir)
     palette = palette_for(config.num_classes)
-    begin = time.time()
-    window_start, window_images = time.time(), 0
-    losses: dict[str, float] = {}
-    step = start
-    with _StopSignals() as stop, writer.as_default():
-        while step < options.steps:
-            batch = next(iterator)
-            losses = {k: float(v) for k, v in train_step(batch).items()}
-            step = int(optimizer.iterations.numpy())
-            window_images += options.batch_size
-            if not np.isfinite(losses["total"]):
-                raise TrainingDiverged(
-                    f"loss became {losses['total']} at step {step}; stopped without saving. "
-                    f"The last good checkpoint is {manager.latest_checkpoint or 'none'}; "
-                    f"lower --learning_rate and rerun to resume from it")
-            if step % options.log_every == 0 or step == options.steps:
-                elapsed = time.time() - window_start
-                speed = window_images / max(elapsed, 1e-9)
-                eta = (options.steps - step) * options.batch_size / max(speed, 1e-9)
-                lr = float(schedule(step))
-                logging.info(
-                    "step %d/%d  loss %.4f (sub4 %.3f sub24 %.3f sub124 %.3f)  total %.4f  "
-                    "lr %.2e  %.1f img/s  ETA %s", step, options.steps, losses["loss"],
-                    losses["sub4_out"], losses["sub24_out"], losses["conv6_cls"],
-                    losses["total"], lr, speed, _format_eta(eta))
-                for name, value in losses.items():
-                    tf.summary.scalar(f"loss/{name}", value, step=step)
-                tf.summary.scalar("learning_rate", lr, step=step)
-                tf.summary.scalar("images_per_second", speed, step=step)
-                window_start, window_images = time.time(), 0
-            if step % options.image_summary_every == 0:
-                _image_summary(model, batch, palette, step, strategy)
-            if step % options.checkpoint_every == 0 or step == options.steps:
-                manager.save(checkpoint_number=step)
-            if stop.received is not None:
-                manager.save(checkpoint_number=step)
-                raise TrainingInterrupted(
-                    f"stopped by signal {stop.received} at step {step}; checkpoint saved in "
-                    f"{options.model_dir}; rerun the same command to resume")
-    writer.flush()
+
+    def image_summary(step: int, batch) -> None:
+        if step % options.image_summary_every == 0:
+            _image_summary(model, batch, palette, step, strategy)
+
+    with tf.summary.create_file_writer(summary_dir).as_default():
+        result = run_loop(_cascade_step(model, optimizer, options, config, strategy), iterator,
+                          optimizer, schedule, steps=options.steps,
+                          images_per_step=options.batch_size, log_every=options.log_every,
+                          describe=_cascade_losses, manager=manager,
+                          checkpoint_every=options.checkpoint_every, after_step=image_summary)
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
-    summary = {"step": step, "resumed": bool(resumed_from), "losses": losses,
-               "replicas": replicas, "seconds": round(time.time() - begin, 1)}
+    summary = {"step": result["step"], "resumed": bool(resumed_from),
+               "losses": result["losses"], "replicas": replicas, "seconds": result["seconds"]}
     if chief:
-        atomic_write_bytes(os.path.join(options.model_dir, "train_summary.json"),
-                           json.dumps(summary, indent=1).encode())
+        _write_summary(options.model_dir, {**record, **summary, "finished": True})
     return summary
 
 

@@ -11,7 +11,7 @@ from conftest import REPO
 QUICK = {
     "DEMO_INPUT_SIZE": "193x257", "DEMO_SCENE_SIZE": "192x256", "DEMO_FILTER_SCALE": "0.25",
     "DEMO_STEPS": "2", "DEMO_BATCH": "2", "DEMO_CROP": "161x225", "DEMO_SCENES": "8",
-    "DEMO_FINETUNE_STEPS": "2", "DEMO_QAT_STEPS": "1", "DEMO_QAT_CROP": "",
+    "DEMO_FINETUNE_STEPS": "2", "DEMO_QAT_STEPS": "1",
     "DEMO_CALIBRATION": "4", "DEMO_PARITY": "2", "DEMO_EVAL": "2",
     "DEMO_BENCH_FLAGS": "--threads 1 --warmup 1 --runs 2 "
                         "--runtimes tf_cpu,tflite_xnnpack,onnxruntime_cpu",

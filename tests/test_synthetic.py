@@ -127,7 +127,8 @@ def test_parse_size_accepts_height_by_width():
 
 def test_cli_rejects_bad_size(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "icnet.data.synthetic", "--out", str(tmp_path), "--size", "12by34"],
+        [sys.executable, "-m", "icnet.data.synthetic", "--output_dir", str(tmp_path), "--size",
+         "12by34"],
         cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0
     assert "--size" in result.stderr

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from icnet.data import ade20k, cityscapes
+from icnet.data import ade20k, cityscapes, synthetic
 from icnet.data.labels import (ADE20K_CLASS_NAMES, CITYSCAPES_CLASS_NAMES, CITYSCAPES_NUM_CLASSES,
                                labelid_to_trainid_lut)
 from icnet.data.listfile import Example, Listing, identity_lut, read_list_file
@@ -76,10 +76,6 @@ class SyntheticSource(Source):
     name = "synthetic"
 
     def __init__(self, split: str, size: tuple[int, int], count: int, seed: int):
-        # Imported here, not with the package: synthetic.py is also a binary
-        # (python -m icnet.data.synthetic), which a package-level import would load twice.
-        from icnet.data import synthetic
-
         self.split, self.size, self.count = split, tuple(size), count
         self.num_classes, self.class_names = CITYSCAPES_NUM_CLASSES, CITYSCAPES_CLASS_NAMES
         self._render_seed = synthetic.split_seed(seed, split)

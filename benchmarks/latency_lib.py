@@ -1,0 +1,347 @@
+"""benchmarks.latency's work: every artifact of an export under every runtime that runs it.
+
+The artifacts are the export report's (deploy.report) plus any other file the layout finds on
+disk (deploy.layout.discover), so a file the report does not list is measured too. Each
+(artifact, runtime, threads) case runs in a fresh `benchmarks.worker` process: its thread
+settings take effect, its peak RSS is its own, and a crash or a hang is recorded as `failed`
+while the other cases still run. GPU runtimes run once per artifact, CPU runtimes once per
+thread count. With `rounds` R every case runs R times, interleaved (all cases, then all
+again), and its statistics are over the timed calls of all rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+from absl import logging
+
+from benchmarks.machine import machine_info
+from benchmarks.timing import summarize
+from deploy import layout, runtimes
+from deploy.report import ExportReport
+from icnet.exits import OptionError
+from icnet.fileio import size_on_disk
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_FORMAT_ORDER = {fmt: index for index, fmt in enumerate(("saved_model", "onnx", "tflite"))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """One artifact to time: its path (relative to the export dir), what it is, its size."""
+
+    path: str
+    format: str
+    model: str | None
+    quantization: str | None
+    size_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    artifact: Artifact
+    runtime: str
+    threads: int | None
+
+
+def read_report(export_dir: str) -> ExportReport | None:
+    """The export's report, or None (with a warning) when it is missing or unreadable."""
+    try:
+        return ExportReport.read(export_dir)
+    except (OSError, ValueError) as e:
+        logging.warning("%s; artifacts are described from their file names", e)
+        return None
+
+
+def artifacts_of(export_dir: str, report: ExportReport | None) -> tuple[list[Artifact],
+                                                                       list[str]]:
+    """(every artifact on disk, described by the report where it lists it; the report's
+    artifact paths that are not on disk)."""
+    listed = {os.path.normpath(a.path): a for a in (report.artifacts if report else [])}
+    found = []
+    for name in layout.discover(export_dir):
+        entry = listed.get(os.path.normpath(name.path))
+        found.append(Artifact(
+            path=name.path, format=name.format,
+            model=entry.model if entry else name.model,
+            quantization=entry.quantization if entry else name.quantization,
+            size_bytes=size_on_disk(os.path.join(export_dir, name.path))))
+    found.sort(key=lambda a: (_FORMAT_ORDER.get(a.format, len(_FORMAT_ORDER)), a.path))
+    on_disk = {os.path.normpath(a.path) for a in found}
+    return found, sorted(p for p in listed if p not in on_disk)
+
+
+def parse_runtimes(text: str, xla: bool = False) -> tuple[str, ...]:
+    """Runtime names from a comma-separated list of runtimes and families.
+
+    Raises:
+      OptionError: an unknown name or an empty list (naming runtimes).
+    """
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in runtimes.FAMILIES and n not in runtimes.REGISTRY]
+    if unknown or not names:
+        raise OptionError("runtimes", f"unknown {unknown or 'empty list'}; choose from "
+                          f"{', '.join([*runtimes.FAMILIES, *runtimes.REGISTRY])}")
+    chosen = runtimes.expand(names + (["tf_xla_cpu"] if xla else []))
+    return chosen
+
+
+def parse_threads(text: str) -> tuple[int, ...]:
+    """Thread counts from e.g. "1,2,4".
+
+    Raises:
+      OptionError: not positive integers, or none (naming threads).
+    """
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise OptionError("threads", f"expected comma-separated integers such as 1,2,4, got "
+                                     f"{text!r}") from None
+    if not values or min(values) < 1:
+        raise OptionError("threads", f"thread counts must be >= 1, got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+def plan_cases(artifacts: Sequence[Artifact], names: Sequence[str],
+               threads: Sequence[int]) -> list[Case]:
+    """One case per (artifact, runtime of its format, thread count); GPU runtimes once."""
+    cases = []
+    for artifact in artifacts:
+        for name in names:
+            runtime = runtimes.get(name)
+            if runtime.format != artifact.format:
+                continue
+            for count in ((None,) if runtime.device == "gpu" else threads):
+                cases.append(Case(artifact, name, count))
+    return cases
+
+
+_GLOG_PREFIX = re.compile(r"^[EWIF]\d{4} [\d:.]+\s+\d+ \S+\] ")
+_LOCATION_PREFIX = re.compile(r"^(ERROR|WARNING): \[[^\]]*\]\s*")
+
+
+def native_errors(stderr: str, limit: int = 4) -> list[str]:
+    """Error-level lines the runtimes' native code logged (LiteRT, TF, Dawn), prefixes cut."""
+    lines = []
+    for line in stderr.splitlines():
+        line = line.strip()
+        if line.startswith("ERROR: ") or re.match(r"^E\d{4} ", line):
+            message = _LOCATION_PREFIX.sub("", _GLOG_PREFIX.sub("", line)).strip()
+        elif line.startswith("Warning: Couldn't load"):
+            message = line
+        else:
+            continue
+        if message and message not in lines:
+            lines.append(message)
+    return lines[-limit:]
+
+
+def _tail(text: str, lines: int = 15, chars: int = 2000) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])[-chars:]
+
+
+def _worker_env(runtime: runtimes.Runtime, threads: int | None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    env["PYTHONFAULTHANDLER"] = "1"  # a crash leaves the Python stack in the error
+    if runtime.device != "gpu":
+        env["CUDA_VISIBLE_DEVICES"] = "-1"  # CPU cases never initialise a GPU
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_worker(command: Sequence[str], result_path: str, env: dict | None,
+               timeout_s: float) -> dict:
+    """Runs a worker command that writes its result to `result_path`.
+
+    Returns:
+      The worker's result, or a `failed` result for a crash (exit status or signal and the
+      stderr tail), a hang (killed after `timeout_s`) or an unreadable result. A non-ok
+      result gets the native error lines of the worker's stderr appended to its reason.
+    """
+    begin = time.perf_counter()
+    try:
+        done = subprocess.run(list(command), env=env, capture_output=True, timeout=timeout_s,
+                              cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "error": f"timed out after {timeout_s:g} s",
+                "wall_s": time.perf_counter() - begin}
+    wall = time.perf_counter() - begin
+    stderr = done.stderr.decode("utf-8", "replace")
+    result = None
+    if os.path.exists(result_path):
+        try:
+            with open(result_path) as f:
+                result = json.load(f)
+        except (OSError, ValueError) as e:
+            result = {"status": "failed", "error": f"unreadable worker result: {e}"}
+    if result is None:
+        code = done.returncode
+        how = f"exit code {code}"
+        if code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name} (exit code {code})"
+            except ValueError:
+                pass
+        return {"status": "failed", "error": f"worker {how}: {_tail(stderr)}".strip(),
+                "wall_s": wall}
+    result["wall_s"] = wall
+    if result.get("status") != "ok":
+        log = native_errors(stderr)
+        if log:
+            result["log"] = log
+            key = "reason" if result["status"] == "unavailable" else "error"
+            result[key] = f"{result.get(key, '')}; native log: {' | '.join(log)}"
+    return result
+
+
+def run_in_subprocess(export_dir: str, case: Case, warmup: int, runs: int, seed: int,
+                      timeout_s: float) -> dict:
+    """Runs one case in a fresh `benchmarks.worker` process (see `run_worker`)."""
+    runtime = runtimes.get(case.runtime)
+    spec = {"path": os.path.join(export_dir, case.artifact.path), "runtime": case.runtime,
+            "module": type(runtime).__module__, "threads": case.threads, "warmup": warmup,
+            "runs": runs, "seed": seed}
+    with tempfile.TemporaryDirectory(prefix="latency_case_") as tmp:
+        out = os.path.join(tmp, "result.json")
+        command = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec), out]
+        return run_worker(command, out, _worker_env(runtime, case.threads), timeout_s)
+
+
+def merge_rounds(outcomes: Sequence[dict]) -> dict:
+    """One case's result over its rounds so far.
+
+    Returns:
+      The first result that is not ok, if any (with `rounds_ok`, the ok rounds before it);
+      otherwise the first round's result (load and first-call times of a cold start) with the
+      statistics over the timed calls of every round, `round_medians_s`, the largest peak RSS
+      and the summed wall time.
+    """
+    for index, outcome in enumerate(outcomes):
+        if outcome.get("status") != "ok":
+            return {**outcome, "rounds_ok": index} if len(outcomes) > 1 else outcome
+    if len(outcomes) == 1:
+        return outcomes[0]
+    times = [t for outcome in outcomes for t in outcome["times_s"]]
+    peaks = [o["peak_rss_bytes"] for o in outcomes if o.get("peak_rss_bytes") is not None]
+    return {**outcomes[0], **summarize(times), "times_s": times,
+            "round_medians_s": [o["median_s"] for o in outcomes],
+            "peak_rss_bytes": max(peaks) if peaks else None,
+            "wall_s": sum(o.get("wall_s", 0.0) for o in outcomes)}
+
+
+_RESULT_KEYS = ("median_s", "p90_s", "fps", "peak_rss_bytes")
+
+
+def _case_result(case: Case, outcome: dict) -> dict:
+    artifact = case.artifact
+    return {"artifact": artifact.path, "model": artifact.model, "format": artifact.format,
+            "quantization": artifact.quantization, "size_bytes": artifact.size_bytes,
+            "runtime": case.runtime, "threads": case.threads,
+            **{key: None for key in _RESULT_KEYS}, **outcome}
+
+
+def _log_case(result: dict, number: int, count: int, round_number: int, rounds: int) -> None:
+    threads_text = "gpu" if result["threads"] is None else f"{result['threads']} threads"
+    if result["status"] == "ok":
+        summary = (f"median {result['median_s']:.4f} s, p90 {result['p90_s']:.4f} s, "
+                   f"{result['fps']:.2f} fps, peak RSS "
+                   f"{(result['peak_rss_bytes'] or 0) / 2**20:.0f} MiB")
+    else:
+        summary = f"{result['status']}: {result.get('reason') or result.get('error')}"
+    where = f"round {round_number}/{rounds}, " if rounds > 1 else ""
+    logging.info("%scase %d/%d: %s %s %s: %s", where, number, count, result["artifact"],
+                 result["runtime"], threads_text, summary)
+
+
+def benchmark(export_dir: str, names: Sequence[str], threads: Sequence[int],
+              warmup: int = 3, runs: int = 10, seed: int = 0, timeout_s: float = 600,
+              on_update: Callable[[dict], None] | None = None, rounds: int = 1,
+              execute: Callable[..., dict] = run_in_subprocess) -> dict:
+    """Measures every artifact of an export under every asked-for runtime and thread count.
+
+    Args:
+      export_dir: an export (see deploy.export).
+      names: runtime names (deploy.runtimes.REGISTRY).
+      threads: thread counts of the CPU runtimes.
+      warmup: untimed calls before timing (the first call is one of them).
+      runs: timed calls per case and round.
+      seed: seed of the random input image.
+      timeout_s: wall-clock limit of one case (its process is killed after it).
+      on_update: called with the results so far after every case (to save progress).
+      rounds: how often every case runs, interleaved (see the module docstring).
+      execute: runs one case (`run_in_subprocess`; tests may run cases in-process).
+
+    Returns:
+      {"machine", "settings", "results", "complete"}.
+
+    Raises:
+      OptionError, FileNotFoundError: a bad export dir, no artifacts, bad settings.
+    """
+    if not os.path.isdir(export_dir):
+        raise OptionError("export_dir", f"{export_dir}: no such directory")
+    for option, value, minimum in (("warmup", warmup, 0), ("runs", runs, 1),
+                                   ("rounds", rounds, 1)):
+        if value < minimum:
+            raise OptionError(option, f"must be >= {minimum}, got {value}")
+    if timeout_s <= 0:
+        raise OptionError("timeout_s", f"must be positive, got {timeout_s}")
+    report = read_report(export_dir)
+    artifacts, missing = artifacts_of(export_dir, report)
+    if not artifacts:
+        raise OptionError("export_dir", f"{export_dir}: no artifacts (saved_model/<name>/"
+                                        f"<version>/, tflite/*.tflite, onnx/*.onnx)")
+    for path in missing:
+        logging.warning("%s is listed in %s but not on disk", path, layout.REPORT_JSON)
+    cases = plan_cases(artifacts, names, threads)
+    if not cases:
+        raise OptionError("runtimes", f"none of {', '.join(names)} runs the formats present "
+                                      f"({', '.join(sorted({a.format for a in artifacts}))})")
+    data = {
+        "machine": machine_info(),
+        "settings": {"export_dir": os.path.abspath(export_dir), "runtimes": list(names),
+                     "threads": list(threads), "warmup": warmup, "runs": runs, "rounds": rounds,
+                     "seed": seed, "timeout_s": timeout_s, "batch": 1,
+                     "input_size": report.input_size if report else None,
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "missing_artifacts": missing,
+                     "runtime_descriptions": {n: runtimes.get(n).description for n in names}},
+        "results": [],
+        "complete": False,
+    }
+    machine_wide = {}  # runtime -> the result of a case that found it unavailable here
+    outcomes: list[list[dict]] = [[] for _ in cases]
+    for round_index in range(rounds):
+        for index, case in enumerate(cases):
+            if outcomes[index] and outcomes[index][-1].get("status") != "ok":
+                continue  # failed or unavailable: once is enough
+            if case.runtime in machine_wide:
+                outcome = {key: machine_wide[case.runtime][key] for key in
+                           ("status", "reason", "log") if key in machine_wide[case.runtime]}
+                outcome["checked_once"] = True
+            else:
+                outcome = execute(export_dir, case, warmup, runs, seed, timeout_s)
+                if outcome.get("status") == "unavailable" and outcome.get("machine_wide"):
+                    machine_wide[case.runtime] = outcome
+            outcomes[index].append(outcome)
+            result = _case_result(case, merge_rounds(outcomes[index]))
+            if round_index == 0:
+                data["results"].append(result)
+            else:
+                data["results"][index] = result
+            _log_case(result, index + 1, len(cases), round_index + 1, rounds)
+            if on_update is not None:
+                on_update(data)
+    data["complete"] = True
+    data["settings"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return data

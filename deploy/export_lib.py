@@ -1,0 +1,474 @@
+"""deploy.export's work: a trained ICNet as a TF Serving SavedModel, TFLite flatbuffers and
+ONNX, each verified under every runtime that runs it, with a typed report.
+
+`export(model, options, ...)` (optionally pruning first) writes the whole export into a
+staging directory beside `options.export_dir` and publishes it in one step
+(`deploy.staging`): after a crash at any moment the export directory holds the old export or
+the new one, never a mix. With `overwrite`, the other SavedModel versions of every model it
+writes a SavedModel for are kept (TF Serving's version history); everything else of the old
+export is replaced. The layout is `deploy.layout`'s; the report `deploy.report.ExportReport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+
+import tf_keras
+from absl import logging
+
+from deploy import layout, onnx_writer, serving, tflite_writer
+from deploy.prune_lib import PruneOptions, prune_into, work_dir_for
+from deploy.quantize import (QAT_LOSSES, calibrate_ranges, finetune,
+                             quantization_aware_model, quantization_spec, transfer_qat_weights)
+from deploy.report import (Accuracy, ArtifactReport, ExportReport, GpuCheck, ModelReport,
+                           PruneReport, QatReport, Verification)
+from deploy.runtimes import Unavailable, for_format
+from deploy.runtimes.tensorflow import KerasSession
+from deploy.staging import Staging
+from deploy.verify import SourceImages, compare_sessions, evaluate_sessions
+from icnet.checkpoint import model_dir_of
+from icnet.config import ICNetConfig
+from icnet.data import Source, train_dataset
+from icnet.exits import OptionError
+from icnet.fileio import holds, size_on_disk
+from icnet.image_io import MAX_IMAGE_PIXELS
+from icnet.inference import build_inference_model, load_weights, merged
+from icnet.model import MIN_INPUT_SIZE
+from icnet.profiling import count_flops
+from icnet.weights import WeightDict
+
+QAT_RANGE_IMAGES = 16  # calibration images that initialise the QAT activation ranges
+
+
+def default_qat_crop(input_size: tuple[int, int]) -> tuple[int, int]:
+    """QAT's crop: half a 32k+1 export size that halves to a 32k+1 size of at least the
+    smallest input (1025x2049 -> 513x1025, the same graph at a quarter of the cost), else the
+    export size itself."""
+    halves = tuple((n - 1) // 2 + 1 for n in input_size)
+    if all((n - 1) % 64 == 0 for n in input_size) and min(halves) >= MIN_INPUT_SIZE:
+        return halves
+    return tuple(input_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """Everything an export needs besides the model and the data.
+
+    Attributes:
+      export_dir: where the export goes (see deploy.layout for its layout).
+      model_name: TF Serving model name and artifact file stem.
+      version: TF Serving version number (a positive integer).
+      input_size: (H, W) of every artifact's input.
+      formats: subset of deploy.layout.FORMATS.
+      quantizations: quantizations to write (deploy.layout.QUANTIZATIONS; each in the formats
+        that take it: every one in TFLite, int8 also in ONNX).
+      overwrite: replace an existing export.
+      parity_images: val images for the logit parity against the fp32 Keras model.
+      eval_images: val images for the mIoU of every artifact (0: skip).
+      calibration_images: training images for int8 calibration (>= 100 recommended).
+      qat_steps: quantization-aware fine-tuning steps.
+      qat_batch_size: its batch size.
+      qat_learning_rate: its base learning rate (Adam, poly decay to 0).
+      qat_loss: "distill" (match the fp32 model's softmax) or "labels" (cross-entropy).
+      qat_crop_size: its crop size (None: `default_qat_crop`); it must build the same graph
+        as the export size (32k+1 if the export size is).
+      onnx_opset: ONNX opset.
+      threads: threads of the runtimes during verification (None: every core).
+      max_image_pixels: largest image `serve_image_bytes` decodes.
+      gpu_check: run the TFLite Analyzer's GPU-delegate check.
+      seed: seed of the QAT data order.
+      export_unpruned: when pruning, also export the source model (fp32, every format) as
+        `<model_name>_unpruned`, for comparison.
+    """
+
+    export_dir: str
+    model_name: str = "icnet"
+    version: int = 1
+    input_size: tuple[int, int] = (1025, 2049)
+    formats: tuple[str, ...] = layout.FORMATS
+    quantizations: tuple[str, ...] = ("fp32",)
+    overwrite: bool = False
+    parity_images: int = 20
+    eval_images: int = 100
+    calibration_images: int = 100
+    qat_steps: int = 200
+    qat_batch_size: int = 2
+    qat_learning_rate: float = 2e-6
+    qat_loss: str = "distill"
+    qat_crop_size: tuple[int, int] | None = None
+    onnx_opset: int = onnx_writer.DEFAULT_OPSET
+    threads: int | None = None
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    gpu_check: bool = True
+    seed: int = 0
+    export_unpruned: bool = True
+
+    def __post_init__(self):
+        try:
+            layout.check_model_name(self.model_name)
+        except ValueError as e:
+            raise OptionError("model_name", str(e)) from None
+        if self.version < 1:
+            raise OptionError("version", f"must be a positive integer, got {self.version}")
+        if min(self.input_size) < MIN_INPUT_SIZE:
+            raise OptionError("input_size", f"must be at least {MIN_INPUT_SIZE}x"
+                              f"{MIN_INPUT_SIZE}, got {self.input_size[0]}x{self.input_size[1]}")
+        unknown = [f for f in self.formats if f not in layout.FORMATS]
+        if unknown or not self.formats:
+            raise OptionError("formats", f"unknown or none {unknown}; choose from "
+                                         f"{', '.join(layout.FORMATS)}")
+        for name in self.quantizations:
+            try:
+                quantization_spec(name)
+            except ValueError as e:
+                raise OptionError("quantize", str(e)) from None
+        if "tflite" in self.formats and not self.quantizations:
+            raise OptionError("quantize", "TFLite export needs at least one quantization")
+        for name in ("parity_images", "eval_images", "calibration_images", "qat_steps"):
+            if getattr(self, name) < 0:
+                raise OptionError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.qat_loss not in QAT_LOSSES:
+            raise OptionError("qat_loss", f"must be one of {QAT_LOSSES}, got {self.qat_loss!r}")
+        if self.qat_batch_size < 1:
+            raise OptionError("qat_batch_size", f"must be >= 1, got {self.qat_batch_size}")
+        if self.qat_learning_rate <= 0:
+            raise OptionError("qat_learning_rate", f"must be > 0, got {self.qat_learning_rate}")
+        if self.qat_crop_size is not None and min(self.qat_crop_size) < MIN_INPUT_SIZE:
+            raise OptionError("qat_crop_size", f"must be at least {MIN_INPUT_SIZE}x"
+                                               f"{MIN_INPUT_SIZE}")
+        if self.onnx_opset not in onnx_writer.OPSETS:
+            raise OptionError("onnx_opset", f"must be {onnx_writer.OPSETS.start}-"
+                                            f"{onnx_writer.OPSETS.stop - 1}, got {self.onnx_opset}")
+        if self.threads is not None and self.threads < 1:
+            raise OptionError("threads", f"must be >= 1 (or unset), got {self.threads}")
+        if self.max_image_pixels < serving.WARMUP_PNG_SIDE ** 2:
+            raise OptionError("max_image_pixels", f"must be at least "
+                              f"{serving.WARMUP_PNG_SIDE ** 2} (the {serving.WARMUP_PNG_SIDE}x"
+                              f"{serving.WARMUP_PNG_SIDE} warmup PNG), got "
+                              f"{self.max_image_pixels}")
+
+    def artifacts(self) -> list[tuple[str, str]]:
+        """(format, quantization) of every artifact of one model, in writing order: the
+        SavedModel and ONNX always at fp32 (and ONNX also at int8 when asked), TFLite at
+        every quantization asked for."""
+        result = []
+        for fmt in ("saved_model", "onnx", "tflite"):
+            if fmt in self.formats:
+                wanted = self.quantizations if fmt == "tflite" else ("fp32", *self.quantizations)
+                result += [(fmt, q) for q in dict.fromkeys(wanted)
+                           if q in layout.FORMAT_QUANTIZATIONS[fmt]]
+        return result
+
+    def unpruned(self) -> "ExportOptions":
+        """The options of the unpruned source model's export: fp32 only, its own name."""
+        return dataclasses.replace(self, model_name=f"{self.model_name}{layout.UNPRUNED_SUFFIX}",
+                                   quantizations=("fp32",))
+
+    def path(self, fmt: str, quantization: str = "fp32") -> str:
+        return layout.artifact_path(self.model_name, fmt, quantization, self.version)
+
+
+def _check_data(options: ExportOptions, config: ICNetConfig, train_source: Source | None,
+                eval_source: Source | None, prune: PruneOptions | None) -> None:
+    """Fails before any work when the data cannot serve what the options ask for."""
+    calibrated = [q for f, q in options.artifacts() if q in ("int8", "qat")]
+    if calibrated and options.calibration_images < 1:
+        raise OptionError("calibration_images", f"{calibrated[0]} needs calibration images "
+                                                f"(>= 1; >= 100 recommended)")
+    needs_train = bool(calibrated) or (prune is not None and prune.finetune is not None)
+    if needs_train and train_source is None:
+        raise ValueError("int8, qat and pruning fine-tuning need a training data source")
+    if (options.parity_images or options.eval_images) and eval_source is None:
+        raise ValueError("parity and evaluation need a validation data source")
+    for what, source in (("training", train_source), ("validation", eval_source)):
+        if source is not None and source.num_classes != config.num_classes:
+            raise ValueError(f"the {what} data has {source.num_classes} classes, the model "
+                             f"{config.num_classes}")
+    if 0 < options.calibration_images < 100 and calibrated:
+        logging.warning("int8 calibration on %d images; >= 100 are recommended",
+                        options.calibration_images)
+    written = {q for _, q in options.artifacts()}
+    ignored = [q for q in options.quantizations if q not in written]
+    if ignored:
+        logging.warning("quantizations %s are written by none of the formats %s",
+                        ",".join(ignored), ",".join(options.formats))
+
+
+def _qat_model(float_model: tf_keras.Model, config: ICNetConfig, weights: WeightDict,
+               options: ExportOptions, train_source: Source,
+               calibration: SourceImages) -> tuple[tf_keras.Model, QatReport]:
+    """Quantization-aware model at the export size: ranges calibrated, then fine-tuned."""
+    crop = tuple(options.qat_crop_size or default_qat_crop(options.input_size))
+    logging.info("QAT: building the quantization-aware model (TFMOT, ICNet QuantizeConfigs)")
+    export_qat = quantization_aware_model(float_model)
+    range_images = SourceImages(calibration.source, min(QAT_RANGE_IMAGES, len(calibration)),
+                                options.input_size)
+    calibrate_ranges(export_qat, float_model, range_images)
+    report = QatReport(steps=options.qat_steps, crop_size=list(crop),
+                       batch_size=options.qat_batch_size, objective=options.qat_loss,
+                       learning_rate=options.qat_learning_rate)
+    if options.qat_steps == 0:
+        logging.info("QAT: no fine-tuning steps; converting the calibrated model")
+        return export_qat, report
+    if crop == tuple(options.input_size):
+        train_qat, crop_float = export_qat, float_model
+    else:
+        crop_float = build_inference_model(config, weights, crop)
+        train_qat = quantization_aware_model(crop_float)
+        transfer_qat_weights(export_qat, train_qat)
+    batches = train_dataset(train_source, crop, options.qat_batch_size, random_scale=False,
+                            random_mirror=True, seed=options.seed)
+    logging.info("QAT: fine-tuning %d steps at %dx%d, batch %d", options.qat_steps, *crop,
+                 options.qat_batch_size)
+    teacher = crop_float if options.qat_loss == "distill" else None
+    result = finetune(train_qat, batches, options.qat_steps, config.num_classes, teacher,
+                      options.qat_learning_rate, batch_size=options.qat_batch_size)
+    report.loss, report.seconds = result["loss"], result["seconds"]
+    if train_qat is not export_qat:
+        transfer_qat_weights(train_qat, export_qat)
+    return export_qat, report
+
+
+class _Writer:
+    """Writes one model's artifacts into the staging directory and describes them."""
+
+    def __init__(self, staging: Staging, options: ExportOptions, train_source: Source | None):
+        self.staging, self.options = staging, options
+        self.calibration = (SourceImages(train_source, options.calibration_images,
+                                         options.input_size) if train_source else None)
+        self.train_source = train_source
+        self.qat: QatReport | None = None
+
+    def write(self, options: ExportOptions, model: tf_keras.Model, config: ICNetConfig,
+              weights: WeightDict) -> list[ArtifactReport]:
+        artifacts = []
+        for fmt, quantization in options.artifacts():
+            relative = options.path(fmt, quantization)
+            path = self.staging.path(relative)
+            logging.info("export: %s %s %s", options.model_name, fmt, quantization)
+            artifact = ArtifactReport(path=relative, model=options.model_name, format=fmt,
+                                      quantization=quantization, size_bytes=0)
+            getattr(self, f"_{fmt}")(artifact, path, options, model, config, weights)
+            artifact.size_bytes = size_on_disk(path)
+            logging.info("export: wrote %s (%d bytes)", relative, artifact.size_bytes)
+            artifacts.append(artifact)
+        return artifacts
+
+    def _saved_model(self, artifact, path, options, model, config, weights) -> None:
+        module = serving.ICNetServingModule(model, options.max_image_pixels)
+        serving.save(module, path)
+        serving.write_warmup(module, path, options.model_name)
+        config.save(os.path.join(path, "assets.extra", layout.PLAN_FILENAME))
+        artifact.details["signatures"] = [serving.DEFAULT_SIGNATURE, serving.BYTES_SIGNATURE]
+
+    def _onnx(self, artifact, path, options, model, config, weights) -> None:
+        module = serving.ICNetServingModule(model, options.max_image_pixels)
+        onnx_writer.write(onnx_writer.convert(module.serve_images, options.onnx_opset), path)
+        artifact.details["opset"] = options.onnx_opset
+
+    def _tflite(self, artifact, path, options, model, config, weights) -> None:
+        spec = quantization_spec(artifact.quantization)
+        source_model = model
+        if spec.quantization_aware:
+            source_model, self.qat = _qat_model(model, config, weights, options,
+                                                self.train_source, self.calibration)
+        elif spec.calibrated:
+            logging.info("export: calibrating int8 on %d %s training images",
+                         len(self.calibration), self.train_source.name)
+        content = tflite_writer.convert(source_model, options.input_size, artifact.quantization,
+                                        self.calibration if spec.calibrated else None)
+        tflite_writer.write(content, path)
+        artifact.input_dtype = "uint8" if spec.integer_only else "float32"
+        artifact.calibration_images = len(self.calibration) if spec.calibrated else 0
+        if options.gpu_check:
+            verdict = tflite_writer.gpu_compatibility(content)
+            artifact.gpu = GpuCheck("analyzer", verdict.compatible, list(verdict.problems))
+            logging.info("export: %s GPU delegate: %s", artifact.path,
+                         "compatible" if verdict.compatible else
+                         f"NOT compatible ({len(verdict.problems)} problems)")
+
+
+def _model_report(model: tf_keras.Model, config: ICNetConfig, options: ExportOptions,
+                  pruned: bool) -> ModelReport:
+    flops = count_flops(model, options.input_size)
+    return ModelReport(num_classes=config.num_classes, params=int(model.count_params()),
+                       flops=flops, gflops=round(flops / 1e9, 3), pruned=pruned,
+                       plan=dict(config.plan))
+
+
+def _sessions(staging: Staging, artifacts: list[ArtifactReport], threads: int | None) -> dict:
+    """(artifact path, runtime) -> session, for every verifying runtime available here."""
+    sessions = {}
+    for artifact in artifacts:
+        for runtime in for_format(artifact.format):
+            if not runtime.verifies:
+                continue
+            reason = runtime.available()
+            if reason is None:
+                try:
+                    sessions[(artifact.path, runtime.name)] = runtime.open(
+                        staging.path(artifact.path), threads)
+                    continue
+                except Unavailable as e:
+                    reason = e.reason
+            logging.info("export: %s not verified under %s: %s", artifact.path, runtime.name,
+                         reason)
+    return sessions
+
+
+def _verify(report: ExportReport, references: dict[str, KerasSession], staging: Staging,
+            options: ExportOptions, eval_source: Source | None) -> None:
+    """Parity of every (artifact, runtime) against its own model's fp32 Keras model, then the
+    mIoU of every model and session in one pass over the val images."""
+    threads = options.threads or os.cpu_count()
+    sessions = _sessions(staging, report.artifacts, threads)
+    results = {key: Verification(runtime=key[1]) for key in sessions}
+    if options.parity_images:
+        images = SourceImages(eval_source, options.parity_images, options.input_size)
+        report.parity_images = len(images)
+        for name, reference in references.items():
+            mine = {k: s for k, s in sessions.items() if report.artifact(k[0]).model == name}
+            logging.info("export: parity of %d %s sessions on %d %s/%s images", len(mine), name,
+                         len(images), eval_source.name, eval_source.split)
+            for key, parity in compare_sessions(reference, mine, images).items():
+                results[key] = dataclasses.replace(results[key], **parity)
+    if options.eval_images:
+        everything = {("keras", name): ref for name, ref in references.items()} | sessions
+        logging.info("export: mIoU of %d fp32 Keras models and %d sessions on %d images",
+                     len(references), len(sessions), min(options.eval_images, len(eval_source)))
+        scores = evaluate_sessions(everything, eval_source, options.eval_images)
+        for name in references:
+            score = scores.pop(("keras", name))
+            report.models[name].reference = Accuracy(**score)
+            report.eval_images = score["eval_images"]
+        for key, score in scores.items():
+            reference = report.models[report.artifact(key[0]).model].reference
+            results[key] = dataclasses.replace(results[key], **score,
+                                               miou_delta=score["miou"] - reference.miou)
+    for (path, _), verification in results.items():
+        report.artifact(path).verifications.append(verification)
+
+
+def _source_path(model_path: str) -> str:
+    """The real path of what `model_path` is read from: the .npy file or the model dir."""
+    return os.path.realpath(model_path if model_path.endswith(".npy")
+                            else model_dir_of(model_path))
+
+
+def _export_problem(path: str) -> str | None:
+    """Why --overwrite must not replace `path`, or None for an export."""
+    if os.path.isfile(os.path.join(path, layout.REPORT_JSON)):
+        return None
+    return f"not an export (no {layout.REPORT_JSON}); --overwrite replaces only exports"
+
+
+def _check_source_is_safe(model_path: str, export_dir: str) -> None:
+    """Refuses an export that would replace the model it exports or write into its model
+    directory."""
+    source, target = _source_path(model_path), os.path.realpath(export_dir)
+    if holds(target, source) or holds(source, target):
+        raise OptionError("export_dir", f"{export_dir}: the export would replace the source "
+                          f"model {model_path} or write into its directory; choose another "
+                          f"export directory")
+
+
+def export(model_path: str, options: ExportOptions, train_source: Source | None = None,
+           eval_source: Source | None = None, prune: PruneOptions | None = None
+           ) -> ExportReport:
+    """Exports (and optionally first prunes) a model; returns the report.
+
+    With `prune`, the pruned model is exported as `options.model_name` in every format and
+    quantization, and (unless `options.export_unpruned` is False) the source model as
+    `<model_name>_unpruned` in every format at fp32, both verified, side by side in the report.
+    An interrupted pruning fine-tune resumes when the same export is run again.
+
+    Args:
+      model_path: a model dir (checkpoint + plan.json), checkpoint prefix or reference `.npy`.
+      options: what to export and how to verify it.
+      train_source: training data for int8 calibration, QAT and pruning fine-tuning.
+      eval_source: validation data for parity and mIoU.
+      prune: prune with `deploy.prune_lib` first (the pruned model dir is exported too).
+
+    Returns:
+      The report also written to `export_report.json`.
+
+    Raises:
+      FileExistsError: the export directory is not empty and not `options.overwrite`.
+      ValueError, FileNotFoundError: bad options, model or data.
+      icnet.interrupts.Interrupted: a signal (a pruning fine-tune's work is kept).
+    """
+    begin = time.time()
+    config, weights = load_weights(model_path)
+    _check_data(options, config, train_source, eval_source, prune)
+    _check_source_is_safe(model_path, options.export_dir)
+    staging = Staging(options.export_dir, options.overwrite, replaceable=_export_problem)
+    work = work_dir_for(staging.target)
+    with staging:
+        logging.info("export: staging in %s", staging.root)
+        unpruned = options.unpruned() if prune is not None and options.export_unpruned else None
+        for model in (m for m in (unpruned, options) if m and "saved_model" in m.formats):
+            base = os.path.join("saved_model", model.model_name)
+            for version in layout.saved_model_versions(os.path.join(staging.target, base)):
+                if version != options.version:
+                    staging.carry(os.path.join(base, str(version)))
+        report = ExportReport(model_name=options.model_name, version=options.version,
+                              source=model_path, input_size=list(options.input_size),
+                              models={}, artifacts=[],
+                              data={"train": getattr(train_source, "name", None),
+                                    "eval": getattr(eval_source, "name", None)})
+        writer = _Writer(staging, options, train_source)
+        references = {}
+        if unpruned is not None:
+            source_config, source_weights = merged(config, weights)
+            logging.info("export: building the unpruned fp32 model at %dx%d",
+                         *options.input_size)
+            source_model = build_inference_model(source_config, source_weights,
+                                                 options.input_size)
+            report.models[unpruned.model_name] = _model_report(source_model, source_config,
+                                                               options, pruned=False)
+            report.artifacts += writer.write(unpruned, source_model, source_config,
+                                             source_weights)
+            references[unpruned.model_name] = KerasSession(source_model)
+        if prune is not None:
+            pruned_dir = staging.path(layout.PRUNED_MODEL_DIR)
+            logging.info("export: pruning %s (schedule %s) into %s", model_path,
+                         list(prune.schedule), layout.PRUNED_MODEL_DIR)
+            # Both models' mIoU is measured below when the unpruned one is exported too.
+            report.prune = prune_into(
+                model_path, pruned_dir,
+                dataclasses.replace(prune, input_size=options.input_size,
+                                    eval_images=0 if unpruned else options.eval_images),
+                train_source, eval_source, os.path.join(work, "prune"))
+            config, weights = load_weights(pruned_dir)
+        config, weights = merged(config, weights)
+        config.save(staging.path(layout.PLAN_FILENAME))
+        logging.info("export: building the fp32 model at %dx%d", *options.input_size)
+        model = build_inference_model(config, weights, options.input_size)
+        pruned = prune is not None or _is_pruned(model_path)
+        report.models[options.model_name] = _model_report(model, config, options, pruned)
+        report.artifacts += writer.write(options, model, config, weights)
+        report.qat = writer.qat
+        references[options.model_name] = KerasSession(model)
+        _verify(report, references, staging, options, eval_source)
+        report.seconds = round(time.time() - begin, 1)
+        report.write(staging.root)
+        logging.info("export: publishing into %s", staging.target)
+        staging.publish()
+    shutil.rmtree(work, ignore_errors=True)
+    for artifact in report.artifacts:
+        for v in artifact.verifications:
+            logging.info("export: %-40s %-16s %10d bytes  agreement %s  mIoU %s", artifact.path,
+                         v.runtime, artifact.size_bytes, v.argmax_agreement, v.miou)
+    logging.info("export: done in %.1f s; report %s", time.time() - begin,
+                 os.path.join(options.export_dir, layout.REPORT_JSON))
+    return report
+
+
+def _is_pruned(model_path: str) -> bool:
+    """Whether `model_path` is the output of deploy.prune (its directory has a prune report)."""
+    if model_path.endswith(".npy"):
+        return False
+    return PruneReport.read(model_dir_of(model_path)) is not None

@@ -1,0 +1,326 @@
+"""deploy.prune's work: prune a trained model in stages, fine-tune after each, measure, and
+write the result as a new model directory.
+
+`prune_model` publishes the output directory atomically (`deploy.staging`); `prune_into` does
+the stages into any directory (deploy.export prunes into its staging directory). Fine-tunes run
+in a work directory beside the output (`.<name>.work/stage_<n>/`), which a SIGINT/SIGTERM,
+a crash or an I/O error leaves in place: rerunning the same command resumes the interrupted
+fine-tune from its last checkpoint and skips finished stages (a different command, e.g. other
+keeps or fine-tuning settings, starts over). The work directory is removed once the output is
+published.
+
+The output holds a checkpoint and `plan.json` (every other tool loads it without being told
+the widths), `prune_report.json` (params and FLOPs of the BN-merged model at the input size,
+and mIoU, for the source and every stage) and each stage's fine-tuning summaries under
+`finetune/stage_<n>/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+
+from absl import logging
+
+from deploy.pruning import (check_keep, check_schedule, check_target_plan, group_keeps,
+                            model_groups, override_matches, prune, prune_plan, save_checkpoint,
+                            CRITERIA)
+from deploy.report import (PRUNE_REPORT_FILENAME, FinetuneReport, Measure, PruneReport,
+                           PruneStage, from_dict, to_dict)
+from deploy.staging import Staging
+from icnet.checkpoint import latest_checkpoint, load_checkpoint_weights, model_dir_of
+from icnet.config import PLAN_FILENAME, ICNetConfig
+from icnet.data import Source
+from icnet.evaluation import evaluate
+from icnet.exits import OptionError
+from icnet.fileio import atomic_write_bytes, holds
+from icnet.inference import load_weights
+from icnet.profiling import model_profile
+from icnet.training import TrainOptions, read_summary, train
+from icnet.weights import WeightDict
+
+JOB_FILENAME = "job.json"
+RESULT_FILENAME = "result.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneOptions:
+    """What to prune to and how.
+
+    Attributes:
+      schedule: keep fractions of the source's widths, one stage each (non-increasing).
+      overrides: (key, keep) pairs for the last stage (see `deploy.pruning.group_keeps`);
+        earlier stages scale them by `schedule[i] / schedule[-1]` (capped at 1).
+      plan: target widths instead of fractions: one stage; `schedule` must be (1.0,) and
+        `overrides` and `round_to` left at their defaults.
+      round_to: round kept widths up to a multiple of this.
+      criterion: the importance criterion (deploy.pruning.CRITERIA).
+      finetune: training options for fine-tuning after every stage (steps per stage; its
+        `model_dir` is replaced by the stage's work directory), or None.
+      eval_images: images for the mIoU of the source and of each stage; 0 skips evaluation.
+      input_size: (H, W) at which FLOPs are counted (BN-merged model).
+    """
+
+    schedule: tuple[float, ...] = (0.5,)
+    overrides: tuple[tuple[str, float], ...] = ()
+    plan: Mapping[str, int] | None = None
+    round_to: int = 1
+    criterion: str = "l1"
+    finetune: TrainOptions | None = None
+    eval_images: int = 0
+    input_size: tuple[int, int] = (1025, 2049)
+
+    def __post_init__(self):
+        check_schedule(self.schedule)
+        if self.plan is not None and (self.schedule != (1.0,) or self.overrides
+                                      or self.round_to != 1):
+            raise OptionError("plan", "a plan gives the widths directly: do not combine it "
+                                      "with keeps, keep overrides or round_to")
+        if self.round_to < 1:
+            raise OptionError("round_to", f"must be >= 1, got {self.round_to}")
+        if self.eval_images < 0:
+            raise OptionError("eval_images", f"must be >= 0, got {self.eval_images}")
+        if self.criterion not in CRITERIA:
+            raise OptionError("criterion", f"unknown {self.criterion!r}; choose from "
+                                           f"{', '.join(CRITERIA)}")
+
+
+def work_dir_for(target: str) -> str:
+    """The resumable work directory of an output directory: `.<name>.work` beside it."""
+    parent, name = os.path.split(os.path.realpath(target))
+    return os.path.join(parent, f".{name}.work")
+
+
+def model_dir_problem(path: str) -> str | None:
+    """Why `path` is not a model directory that --overwrite may replace, or None."""
+    if os.path.isfile(os.path.join(path, PLAN_FILENAME)) and latest_checkpoint(path):
+        return None
+    return (f"not a model directory (no {PLAN_FILENAME} with a checkpoint); --overwrite "
+            f"replaces only model directories")
+
+
+def prune_model(source: str, output_dir: str, options: PruneOptions,
+                train_source: Source | None = None, eval_source: Source | None = None,
+                overwrite: bool = False) -> PruneReport:
+    """Prunes a trained model and publishes the result as the model directory `output_dir`.
+
+    Args:
+      source: a model dir (checkpoint + plan.json), a checkpoint prefix or a reference `.npy`.
+      output_dir: the new model dir (must not exist, or be empty, unless `overwrite`).
+      options: what to prune to and how.
+      train_source: training data (needed with `options.finetune`).
+      eval_source: evaluation data (needed with `options.eval_images`).
+      overwrite: replace an existing model directory (never the source model).
+
+    Returns:
+      The report, also in `output_dir/prune_report.json`.
+
+    Raises:
+      OptionError: `output_dir` would replace the source.
+      FileExistsError: `output_dir` exists and not `overwrite`.
+      ValueError: `output_dir` is not a model directory; a bad plan or data source.
+      icnet.interrupts.Interrupted: a signal stopped a fine-tune (its work is kept).
+    """
+    if holds(output_dir, model_dir_of(source) if not source.endswith(".npy") else source):
+        raise OptionError("output_dir", f"{output_dir} would replace the source model "
+                                        f"{source}; choose another output directory")
+    staging = Staging(output_dir, overwrite, replaceable=model_dir_problem)
+    work = work_dir_for(staging.target)
+    with staging:
+        report = prune_into(source, staging.root, options, train_source, eval_source, work)
+        staging.publish()
+    shutil.rmtree(work, ignore_errors=True)
+    logging.info("wrote %s", staging.target)
+    return report
+
+
+def _targets(config: ICNetConfig, options: PruneOptions) -> list[tuple]:
+    """(keep, target plan, overrides) of every stage, resolved up front so that bad keys fail
+    before any work."""
+    groups = model_groups(config)
+    coupled = [group for group in groups if len(group.producers) > 1]
+    logging.info("%d prunable channel groups: %d standalone convs and %d coupled groups:\n%s",
+                 len(groups), len(groups) - len(coupled), len(coupled),
+                 "\n".join(group.describe() for group in coupled))
+    if options.plan is not None:
+        check_target_plan(config.plan, groups, options.plan)
+        return [(None, dict(options.plan), None)]
+    targets = []
+    last = options.schedule[-1]
+    for keep in options.schedule:
+        scaled = [(key, min(1.0, check_keep(value, f"keep override {key}") * keep / last))
+                  for key, value in options.overrides]
+        plan = prune_plan(config.plan, groups, group_keeps(groups, keep, scaled),
+                          options.round_to)
+        targets.append((keep, plan, dict(scaled) or None))
+    for key, _ in options.overrides:
+        matched = [g.name for g in groups if any(override_matches(key, p) for p in g.producers)]
+        logging.info("keep override %s applies to groups %s", key, ", ".join(matched))
+    return targets
+
+
+def _source_identity(source: str) -> dict:
+    """What makes a source the same source on a rerun (its newest checkpoint, or the file)."""
+    path = os.path.realpath(source)
+    if source.endswith(".npy"):
+        stat = os.stat(path)
+        return {"path": path, "size": stat.st_size, "mtime": stat.st_mtime}
+    prefix = latest_checkpoint(source)
+    return {"path": path, "checkpoint": os.path.basename(prefix or ""),
+            "mtime": os.stat(f"{prefix}.index").st_mtime if prefix else None}
+
+
+def _prepare_work(work: str, job: dict) -> None:
+    """Keeps the work directory of the same job (to resume it); starts over for another."""
+    path = os.path.join(work, JOB_FILENAME)
+    if os.path.isdir(work):
+        try:
+            with open(path) as f:
+                same = json.load(f) == job
+        except (OSError, ValueError):
+            same = False
+        if same:
+            logging.info("resuming the pruning work in %s", work)
+            return
+        logging.info("%s holds the work of another pruning job; starting over", work)
+        shutil.rmtree(work)
+    os.makedirs(work)
+    atomic_write_bytes(path, json.dumps(job, indent=1).encode())
+
+
+def _measure(config: ICNetConfig, weights: WeightDict, options: PruneOptions,
+             eval_source: Source | None) -> Measure:
+    profile = model_profile(config.replace(batch_norm=False), options.input_size)
+    miou = None
+    if options.eval_images > 0:
+        miou = evaluate(config, weights, eval_source, options.eval_images)["miou"]
+    return Measure(params=profile["params"], flops=profile["flops"], gflops=profile["gflops"],
+                   miou=miou)
+
+
+def _describe(measure: Measure, input_size: tuple[int, int]) -> str:
+    text = (f"{measure.params / 1e6:.3f}M params, {measure.gflops:.2f} GFLOPs at "
+            f"{input_size[0]}x{input_size[1]}")
+    if measure.miou is not None:
+        text += f", mIoU {100 * measure.miou:.2f}%"
+    return text
+
+
+def _check_sources(config: ICNetConfig, options: PruneOptions, train_source: Source | None,
+                   eval_source: Source | None) -> None:
+    if options.finetune is not None and train_source is None:
+        raise ValueError("fine-tuning needs a training data source")
+    if options.eval_images > 0 and eval_source is None:
+        raise ValueError("evaluation needs a validation data source")
+    for what, source in (("training", train_source if options.finetune else None),
+                         ("evaluation", eval_source if options.eval_images else None)):
+        if source is not None and source.num_classes != config.num_classes:
+            raise ValueError(f"the {what} data has {source.num_classes} classes, the model "
+                             f"{config.num_classes}")
+
+
+def _run_stage(number: int, count: int, target: tuple, config: ICNetConfig,
+               weights: WeightDict, options: PruneOptions, train_source: Source | None,
+               eval_source: Source | None, stage_dir: str
+               ) -> tuple[ICNetConfig, WeightDict, PruneStage]:
+    """Prunes to one stage's plan and fine-tunes it in `stage_dir` (resuming there)."""
+    keep, plan, overrides = target
+    begin = time.time()
+    logging.info("stage %d/%d: keep %s%s", number, count, keep if keep is not None else "plan",
+                 f" with overrides {overrides}" if overrides else "")
+    config, weights = prune(config, weights, plan, options.criterion)
+    stage = PruneStage(stage=number, keep=keep, overrides=overrides, plan=dict(config.plan),
+                       measure=Measure(0, 0, 0.0))
+    if options.finetune is not None:
+        before_path = os.path.join(stage_dir, "before_finetune.json")
+        if options.eval_images > 0:
+            if os.path.isfile(before_path):
+                with open(before_path) as f:
+                    stage.miou_before_finetune = json.load(f)["miou"]
+            else:
+                stage.miou_before_finetune = evaluate(config, weights, eval_source,
+                                                      options.eval_images)["miou"]
+                atomic_write_bytes(before_path, json.dumps(
+                    {"miou": stage.miou_before_finetune}).encode())
+        finetune = dataclasses.replace(options.finetune, model_dir=stage_dir)
+        logging.info("stage %d/%d: fine-tuning %d steps in %s", number, count, finetune.steps,
+                     stage_dir)
+        train(finetune, config, train_source, init_weights=(weights, f"stage {number} pruned "
+                                                                     f"weights"))
+        config, weights = load_checkpoint_weights(stage_dir)
+        summary = read_summary(stage_dir)
+        stage.finetune = FinetuneReport(steps=summary.get("step", finetune.steps),
+                                        losses=summary.get("losses", {}),
+                                        seconds=summary.get("seconds", 0.0))
+    stage.measure = _measure(config, weights, options, eval_source)
+    stage.seconds = round(time.time() - begin, 1)
+    return config, weights, stage
+
+
+def prune_into(source: str, directory: str, options: PruneOptions,
+               train_source: Source | None, eval_source: Source | None,
+               work: str) -> PruneReport:
+    """Prunes `source` in stages into `directory` (created), resuming fine-tunes in `work`.
+
+    Returns:
+      The report, also written to `directory/prune_report.json`.
+
+    Raises:
+      ValueError, FileNotFoundError: a bad source, plan, keep, override or data source.
+      icnet.interrupts.Interrupted: a signal stopped a fine-tune (`work` keeps it).
+    """
+    config, weights = load_weights(source)
+    _check_sources(config, options, train_source, eval_source)
+    targets = _targets(config, options)
+    job = {"source": _source_identity(source), "plans": [t[1] for t in targets],
+           "criterion": options.criterion, "eval_images": options.eval_images,
+           "input_size": list(options.input_size),
+           "finetune": ({k: v for k, v in options.finetune.to_dict().items()
+                         if k != "model_dir"} if options.finetune else None)}
+    _prepare_work(work, json.loads(json.dumps(job)))
+    original_path = os.path.join(work, "source.json")
+    if os.path.isfile(original_path):
+        with open(original_path) as f:
+            original = from_dict(Measure, json.load(f))
+    else:
+        original = _measure(config, weights, options, eval_source)
+        atomic_write_bytes(original_path, json.dumps(to_dict(original)).encode())
+    logging.info("source %s: %s", source, _describe(original, options.input_size))
+    stages = []
+    for number, target in enumerate(targets, 1):
+        stage_dir = os.path.join(work, f"stage_{number}")
+        result_path = os.path.join(stage_dir, RESULT_FILENAME)
+        if os.path.isfile(result_path):
+            with open(result_path) as f:
+                stage = from_dict(PruneStage, json.load(f))
+            if options.finetune is not None:
+                config, weights = load_checkpoint_weights(stage_dir)
+            else:
+                config, weights = prune(config, weights, stage.plan, options.criterion)
+            logging.info("stage %d/%d: done in an earlier run", number, len(targets))
+        else:
+            config, weights, stage = _run_stage(number, len(targets), target, config, weights,
+                                                options, train_source, eval_source, stage_dir)
+            atomic_write_bytes(result_path, json.dumps(to_dict(stage)).encode())
+        logging.info("stage %d/%d done: %s (x%.2f FLOPs of the source)", number, len(targets),
+                     _describe(stage.measure, options.input_size),
+                     stage.measure.flops / original.flops)
+        stages.append(stage)
+        summaries = os.path.join(stage_dir, "train")
+        if os.path.isdir(summaries):
+            shutil.copytree(summaries, os.path.join(directory, "finetune", f"stage_{number}"),
+                            dirs_exist_ok=True)
+    os.makedirs(directory, exist_ok=True)
+    report = PruneReport(
+        source=source, input_size=list(options.input_size), num_classes=config.num_classes,
+        eval_images=options.eval_images,
+        finetune_steps=options.finetune.steps if options.finetune else 0,
+        round_to=options.round_to, original=original, stages=stages,
+        checkpoint=os.path.basename(save_checkpoint(config, weights, directory)))
+    atomic_write_bytes(os.path.join(directory, PRUNE_REPORT_FILENAME),
+                       report.to_json().encode())
+    return report

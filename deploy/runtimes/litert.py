@@ -1,0 +1,123 @@
+"""LiteRT runtimes for `.tflite` files: the Interpreter with XNNPACK or the reference kernels,
+and the CompiledModel API on the GPU accelerator. NumPy and ai_edge_litert only."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from deploy.runtimes import (Runtime, Unavailable, dequantize, error_text, pixels_as_input,
+                             register)
+
+
+def open_interpreter(path: str, threads: int | None, xnnpack: bool = True):
+    """An allocated Interpreter: XNNPACK (the default delegate) or, with `xnnpack=False`, the
+    reference builtin kernels; `threads` None is the runtime's default."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = (OpResolverType.AUTO if xnnpack
+                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = Interpreter(model_path=path, num_threads=threads,
+                              experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+class InterpreterSession:
+    """set input, invoke, read the (dequantized) logits."""
+
+    def __init__(self, path: str, threads: int | None, xnnpack: bool):
+        self._interpreter = open_interpreter(path, threads, xnnpack)
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
+        self.input_dtype = np.dtype(self._input["dtype"]).name
+        self.info: dict[str, Any] = {}
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        return pixels_as_input(images, self._input["dtype"], self._input["quantization"])
+
+    def run(self, feed: np.ndarray) -> np.ndarray:
+        self._interpreter.set_tensor(self._input["index"], feed)
+        self._interpreter.invoke()
+        return dequantize(self._interpreter.get_tensor(self._output["index"]),
+                          self._output["quantization"])
+
+
+class CompiledModelSession:
+    """LiteRT's CompiledModel on the GPU accelerator (input and output buffers made once)."""
+
+    def __init__(self, path: str):
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.interpreter import Interpreter
+
+        # The Interpreter verifies the flatbuffer; CompiledModel crashes on a corrupt one.
+        details = Interpreter(model_path=path).get_output_details()[0]
+        self._quantization = details["quantization"]
+        try:
+            self._model = CompiledModel.from_file(path, hardware_accel=HardwareAccelerator.GPU)
+        except Exception as gpu_error:  # noqa: BLE001 - LiteRT raises RuntimeError and more
+            try:
+                CompiledModel.from_file(path, hardware_accel=HardwareAccelerator.CPU)
+            except Exception as cpu_error:  # noqa: BLE001
+                raise RuntimeError(f"LiteRT cannot load the model: {error_text(cpu_error)}") \
+                    from cpu_error
+            raise Unavailable("LiteRT CompiledModel could not create a GPU "
+                              f"(HardwareAccelerator.GPU) model: {error_text(gpu_error)}") \
+                from gpu_error
+        signature = next(iter(self._model.get_signature_list()))
+        inputs = list(self._model.get_input_tensor_details(signature).values())
+        outputs = list(self._model.get_output_tensor_details(signature).values())
+        self._input_dtype = np.dtype(inputs[0]["dtype"])
+        self._output = (np.dtype(outputs[0]["dtype"]), [int(n) for n in outputs[0]["shape"]])
+        self._inputs = self._model.create_input_buffers(0)
+        self._outputs = self._model.create_output_buffers(0)
+        self.input_size = (int(inputs[0]["shape"][1]), int(inputs[0]["shape"][2]))
+        self.input_dtype = self._input_dtype.name
+        self.info: dict[str, Any] = {
+            "fully_accelerated": bool(self._model.is_fully_accelerated())}
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        # CompiledModel exposes no input quantization; the integer models take raw pixels.
+        return images.astype(self._input_dtype)
+
+    def run(self, feed: np.ndarray) -> np.ndarray:
+        self._inputs[0].write(feed)
+        self._model.run_by_index(0, self._inputs, self._outputs)
+        dtype, shape = self._output
+        value = self._outputs[0].read(int(np.prod(shape)), dtype).reshape(shape)
+        return dequantize(value, self._quantization)
+
+
+@dataclasses.dataclass(frozen=True)
+class InterpreterRuntime(Runtime):
+    """The LiteRT Interpreter with XNNPACK (`xnnpack`) or the builtin reference kernels."""
+
+    xnnpack: bool = True
+
+    def _open(self, path: str, threads: int | None) -> InterpreterSession:
+        return InterpreterSession(path, threads, self.xnnpack)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledModelRuntime(Runtime):
+    """LiteRT's CompiledModel on HardwareAccelerator.GPU (no thread setting)."""
+
+    def _open(self, path: str, threads: int | None) -> CompiledModelSession:
+        del threads
+        return CompiledModelSession(path)
+
+
+register(InterpreterRuntime(
+    "tflite_xnnpack", "tflite", "litert", "cpu", "as stored",
+    "LiteRT Interpreter with the default (XNNPACK) delegate"))
+register(InterpreterRuntime(
+    "tflite_reference", "tflite", "litert", "cpu", "as stored",
+    "LiteRT Interpreter, builtin kernels without default delegates", verifies=False,
+    xnnpack=False))
+register(CompiledModelRuntime(
+    "tflite_gpu", "tflite", "litert", "gpu", "as stored",
+    "LiteRT CompiledModel with HardwareAccelerator.GPU", verifies=False))
