@@ -77,7 +77,7 @@ PRUNE_ONLY_FLAGS = ("export_unpruned", "keep", "keep_overrides", "plan", "round_
 def _options() -> ExportOptions:
     ignored = [f"--{name}" for name in PRUNE_ONLY_FLAGS if FLAGS[name].present]
     if ignored and not FLAGS.prune:
-        raise exits.OptionError(ignored[0][2:], f"{', '.join(ignored)}: only used with --prune")
+        raise ValueError(f"{', '.join(ignored)}: only used with --prune")
     quantizations = parse_choices(FLAGS.quantize, layout.QUANTIZATIONS, "quantize")
     formats = parse_choices(FLAGS.formats, layout.FORMATS, "formats")
     if FLAGS["qat_steps"].present and ("qat" not in quantizations or "tflite" not in formats):

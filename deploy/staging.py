@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 from absl import logging
 
-from icnet.fileio import alive
+from icnet.fileio import alive, remove_stale_temp_files
 
 # A test hook: kill this process at the Nth publish step (fault-injection tests).
 KILL_AT_STEP_ENV = "ICNET_KILL_AT_PUBLISH_STEP"
@@ -90,7 +90,7 @@ def recover(target: str) -> None:
 
     A previous directory whose publish was cut off before the new one arrived is renamed back
     to `target` first; then every staging and previous directory of `target` whose process no
-    longer runs is removed.
+    longer runs is removed, and so are the temp files of killed atomic writes beside it.
     """
     target = os.path.abspath(target)
     parent, name = os.path.split(target)
@@ -110,6 +110,7 @@ def recover(target: str) -> None:
     for _, path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
         logging.info("removed %s, left by a run that was killed", path)
+    remove_stale_temp_files(parent)
 
 
 class Staging:

@@ -64,7 +64,7 @@ def describe_io_error(error: BaseException) -> str | None:
         text = " ".join(str(error.message).split())
         for needle, reason in _TF_IO_TEXTS.items():
             if needle in text:
-                path = re.search(r"(/[^\s:;,']+)", text)
+                path = re.search(r"(?:^|\s)(/[^\s:;,'{}]+)", text)
                 return f"{path.group(1) if path else '(path not reported)'}: {reason}"
         if type(error).__name__ == "ResourceExhaustedError":
             return f"{text[:300]} (resource exhausted)"

@@ -34,7 +34,7 @@ from icnet.config import PLAN_FILENAME, ICNetConfig
 from icnet.data import Source, train_dataset
 from icnet.data.labels import palette_for
 from icnet.exits import Failed
-from icnet.fileio import atomic_write_bytes
+from icnet.fileio import atomic_write_bytes, remove_stale_temp_files
 from icnet.image_io import overlay
 from icnet.interrupts import Interrupted, deferred
 from icnet.losses import DEFAULT_LAMBDAS, cascade_loss, weight_decay
@@ -204,7 +204,7 @@ def run_loop(step: Callable[[object], Mapping[str, tf.Tensor]], batches: Iterato
             if bad:
                 kept = manager.latest_checkpoint if manager else None
                 raise TrainingDiverged(
-                    f"{name}: loss became {next(iter(bad.values()))} at step {current}; "
+                    f"loss became {next(iter(bad.values()))} at step {current}; "
                     f"stopped without saving. "
                     + (f"The last good checkpoint is {kept or 'none'}; lower the learning "
                        f"rate and rerun to resume from it" if manager else
@@ -223,12 +223,12 @@ def run_loop(step: Callable[[object], Mapping[str, tf.Tensor]], batches: Iterato
             if after_step is not None:
                 after_step(current, batch)
             if manager is not None and (current % checkpoint_every == 0 or current == steps):
-                manager.save(checkpoint_number=current)
+                save_checkpoint(manager, current)
             if stop.received is not None:
                 signum = stop.consume()
                 detail = f"stopped at step {current}"
                 if manager is not None:
-                    manager.save(checkpoint_number=current)
+                    save_checkpoint(manager, current)
                     detail = (f"checkpoint of step {current} saved in {manager.directory}; "
                               f"rerun the same command to resume")
                 raise Interrupted(signum, detail)
@@ -242,14 +242,25 @@ _TEMP_CHECKPOINT = re.compile(r"ckpt-\d+_temp")
 
 
 def remove_checkpoint_leftovers(model_dir: str) -> None:
-    """Removes `ckpt-N_temp/` directories a process killed while saving left behind."""
+    """Removes the `ckpt-N_temp/` directories and temp files a process killed while saving
+    left behind."""
     if not os.path.isdir(model_dir):
         return
+    remove_stale_temp_files(model_dir)
     for name in os.listdir(model_dir):
         path = os.path.join(model_dir, name)
         if _TEMP_CHECKPOINT.fullmatch(name) and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
             logging.info("removed %s, left by a run killed while saving a checkpoint", path)
+
+
+def save_checkpoint(manager: tf.train.CheckpointManager, step: int) -> None:
+    """Saves checkpoint `step`; a failed save (a full disk) leaves no partial one behind."""
+    try:
+        manager.save(checkpoint_number=step)
+    except BaseException:
+        remove_checkpoint_leftovers(manager.directory)
+        raise
 
 
 def checkpoint_problem(prefix: str) -> str | None:

@@ -1,10 +1,14 @@
 """benchmarks.latency and benchmarks.report on one tiny export (1/8 width, 193x257).
 
 The export (SavedModel, ONNX, TFLite fp32 and int8) is made once; the latency binary runs as a
-subprocess with 1 thread, 1 warm-up and 2 timed calls. Acceptance ratios of a pruned export
-are checked on hand-made results (no second export).
+subprocess with 1 thread, 1 warm-up and 2 timed calls. Every registered runtime runs the
+export's artifacts of its format through one parity check against the Keras model, and a
+runtime registered from outside deploy.runtimes (tests/dummy_runtime.py) is benchmarked like
+the built-in ones. Acceptance ratios of a pruned export are checked on hand-made results (no
+second export).
 """
 
+import importlib
 import json
 import math
 import os
@@ -15,22 +19,26 @@ import sys
 import numpy as np
 import pytest
 import tf_keras
-from conftest import REPO
+from conftest import REPO, rel_l2
 from PIL import Image
 
-from benchmarks import latency as latency_lib
-from benchmarks import report as report_lib
-from benchmarks.conv_latency import output_groups
-from benchmarks.runtimes import RUNTIMES
-from deploy import report as export_lib
-from deploy.export import ExportOptions, export
-from deploy.quantize import QUANTIZATIONS
+from benchmarks import latency_lib, report_lib
+from benchmarks.conv_timing import output_groups
+from benchmarks.machine import gpu_names
+from deploy import layout, runtimes, segment
+from deploy.export_lib import ExportOptions, export
+from deploy.report import (Accuracy, ArtifactReport, ExportReport, ModelReport, Verification)
+from deploy.runtimes.tensorflow import KerasSession
+from deploy.verify import SourceImages
 from icnet.checkpoint import select_plan
 from icnet.config import ICNetConfig
 from icnet.data import make_source
+from icnet.exits import OptionError
+from icnet.inference import load_weights
 from icnet.model import build_icnet
-from icnet.weights import model_weights, save_npy_weights
+from icnet.weights import assign_weights, model_weights, save_npy_weights
 
+TESTS = os.path.join(REPO, "tests")
 SIZE = (193, 257)
 ARTIFACTS = ("saved_model/icnet/1", "onnx/icnet.onnx", "tflite/icnet_fp32.tflite",
              "tflite/icnet_int8.tflite")
@@ -47,17 +55,26 @@ def run_module(module, *args, timeout=240):
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
+def weights_path(tmp_path_factory):
+    """A tiny random BN model's weights (.npy): what the export is made from."""
     tf_keras.utils.set_random_seed(0)
     config = ICNetConfig.from_filter_scale(0.125, 19, batch_norm=True)
     weights = str(tmp_path_factory.mktemp("weights") / "tiny_bn.npy")
     save_npy_weights(model_weights(build_icnet(config, (161, 161))), weights)
+    return weights
+
+
+@pytest.fixture(scope="module")
+def export_dir(weights_path, tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("export"))
     options = ExportOptions(directory, input_size=SIZE, formats=("saved_model", "tflite", "onnx"),
                             quantizations=("fp32", "int8"), parity_images=1, eval_images=2,
                             calibration_images=4, gpu_check=False)
-    export(weights, options, make_source("synthetic", "train", synthetic_size=SIZE),
-           make_source("synthetic", "val", synthetic_size=SIZE))
+    report = export(weights_path, options,
+                    make_source("synthetic", "train", synthetic_size=SIZE),
+                    make_source("synthetic", "val", synthetic_size=SIZE))
+    assert isinstance(report, ExportReport)
+    assert ExportReport.read(directory) == report
     return directory
 
 
@@ -68,6 +85,7 @@ def latency_json(export_dir, tmp_path_factory):
     done = run_module("benchmarks.latency", "--export_dir", export_dir, "--json", path, *FAST)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "case 1/" in done.stderr
+    assert "error:" not in done.stderr
     with open(path) as f:
         return path, json.load(f)
 
@@ -98,11 +116,20 @@ def test_latency_measures_every_artifact_and_runtime(latency_json):
             assert r["input_size"] == list(SIZE) and len(r["times_s"]) == 2
         for runtime in GPU_RUNTIMES[fmt]:
             r = results[(artifact, runtime, None)]
-            if machine["gpus"]:
-                assert r["status"] in ("ok", "unavailable", "failed")
-            else:  # this machine: no GPU, every GPU runtime says why it cannot run
+            assert r["format"] == fmt and r["model"] == "icnet"
+            if not machine["gpus"]:  # no GPU: every GPU runtime says why it cannot run
                 assert r["status"] == "unavailable", r
-                assert r["reason"] and r["median_s"] is None
+            # Whatever the machine: a result is a measurement, or says why there is none.
+            if r["status"] == "ok":
+                assert 0 < r["median_s"] <= r["p90_s"] and len(r["times_s"]) == 2, r
+                assert r["fps"] == pytest.approx(1 / r["median_s"])
+            elif r["status"] == "unavailable":
+                assert isinstance(r["reason"], str) and r["reason"].strip(), r
+                assert r["median_s"] is None
+            else:
+                assert r["status"] == "failed", r
+                assert isinstance(r["error"], str) and r["error"].strip(), r
+                assert r["median_s"] is None
     assert len(data["results"]) == sum(len(CPU_RUNTIMES[a.split("/")[0]])
                                        + len(GPU_RUNTIMES[a.split("/")[0]]) for a in ARTIFACTS)
     # A TFLite SavedModel-free worker does not import TensorFlow: its peak is far smaller.
@@ -168,7 +195,7 @@ def test_report_binary(export_dir, latency_json, tmp_path):
     path, data = latency_json
     out = str(tmp_path / "reports")
     done = run_module("benchmarks.report", "--export_dir", export_dir, "--latency", path,
-                      "--out", out)
+                      "--output_dir", out)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(os.path.join(out, "REPORT.md")) as f:
         text = f.read()
@@ -176,6 +203,7 @@ def test_report_binary(export_dir, latency_json, tmp_path):
     assert "- GPU: none" in text or data["machine"]["gpus"]
     assert "input size: 193x257" in text
     assert "## Acceptance ratios (2 threads)" in text and "<= 1.15" in text
+    assert "- model `icnet`:" in text and ", unpruned, fp32 mIoU" in text
     assert "n/a (the export has no pruned model)" in text
     assert "## Reference numbers" in text and "0.518 s" in text and "67.26%" in text
     rows = [line for line in text.splitlines() if line.startswith("| `")]
@@ -220,17 +248,26 @@ def pruned_export_results():
     rows.append({**fake("tflite/icnet_int8.tflite", "icnet", "tflite", "int8", "tflite_gpu",
                         None, 1), "status": "unavailable", "reason": "no GPU",
                  "median_s": None})
-    models = {"icnet": {"params": 10, "gflops": 1.0, "pruned": True,
-                        "reference": {"miou": 0.5}},
-              "icnet_unpruned": {"params": 40, "gflops": 4.0, "pruned": False}}
-    return rows, models
+    models = {"icnet": ModelReport(num_classes=19, params=10, flops=10**9, gflops=1.0,
+                                   pruned=True, plan={},
+                                   reference=Accuracy(miou=0.5, pixel_accuracy=0.9,
+                                                      eval_images=2)),
+              "icnet_unpruned": ModelReport(num_classes=19, params=40, flops=4 * 10**9,
+                                            gflops=4.0, pruned=False, plan={})}
+    artifacts = [ArtifactReport(path="tflite/icnet_int8.tflite", model="icnet", format="tflite",
+                                quantization="int8", size_bytes=2**20,
+                                verifications=[Verification(runtime="tflite_xnnpack",
+                                                            miou=0.49)])]
+    report = ExportReport(model_name="icnet", version=1, source="runs/p", input_size=[1025, 2049],
+                          models=models, artifacts=artifacts, data={"eval": "synthetic"})
+    return rows, report
 
 
 def test_acceptance_ratios_of_a_pruned_export():
-    results, models = pruned_export_results()
-    assert report_lib.full_width_model(results, models) == "icnet_unpruned"
-    assert report_lib.pruned_model(results, models) == "icnet"
-    rows = {row["check"]: row for row in report_lib.acceptance_ratios(results, models, 2)}
+    results, report = pruned_export_results()
+    assert report.full_width_model() == "icnet_unpruned"
+    assert report.pruned_model() == "icnet"
+    rows = {row["check"]: row for row in report_lib.acceptance_ratios(results, report, 2)}
     expected = {
         "pruned / full-width fp32 TFLite XNNPACK": (0.3, True),
         "int8 / fp32 TFLite XNNPACK of the pruned model": (0.12 / 0.27, True),
@@ -245,54 +282,137 @@ def test_acceptance_ratios_of_a_pruned_export():
                    "artifact"]
     assert fastest["met"] is True and "icnet_int8.tflite" in fastest["value"]
     # Missing results are n/a with the reason, never a verdict.
-    rows = {row["check"]: row for row in report_lib.acceptance_ratios(results, models, 4)}
+    rows = {row["check"]: row for row in report_lib.acceptance_ratios(results, report, 4)}
     assert rows["pruned / full-width fp32 TFLite XNNPACK"]["met"] is None
     assert "4 threads" in rows["pruned / full-width fp32 TFLite XNNPACK"]["why"]
-    # Without the models dict the `_unpruned` suffix still identifies the baseline.
-    assert report_lib.full_width_model(results, {}) == "icnet_unpruned"
-    assert report_lib.pruned_model(results, {}) == "icnet"
+    # The models' `pruned` flags decide which is which, not their names.
+    renamed = ExportReport(model_name="b", version=1, source="x", input_size=[1025, 2049],
+                           models={"a": report.models["icnet_unpruned"],
+                                   "b": report.models["icnet"]}, artifacts=[])
+    assert renamed.full_width_model() == "a" and renamed.pruned_model() == "b"
+    unpruned_only = ExportReport(model_name="icnet", version=1, source="x",
+                                 input_size=[1025, 2049],
+                                 models={"icnet": report.models["icnet_unpruned"]},
+                                 artifacts=[])
+    assert unpruned_only.full_width_model() == "icnet" and unpruned_only.pruned_model() is None
+    rows = report_lib.acceptance_ratios(results, unpruned_only, 2)
+    pruned_checks = [row for row in rows if "(icnet" not in row["check"]]
+    assert len(pruned_checks) == 4
+    assert all(row["met"] is None and row["why"] == "the export has no pruned model"
+               for row in pruned_checks)
 
 
 def test_report_markdown_of_a_pruned_export(tmp_path):
-    results, models = pruned_export_results()
+    results, report = pruned_export_results()
     latency = {"machine": {"cpu_model": "Test CPU", "logical_cores": 2, "gpus": []},
                "settings": {"runs": 5, "warmup": 1}, "results": results, "complete": True}
-    export_report = {"input_size": [1025, 2049], "models": models,
-                     "artifacts": [{"path": "tflite/icnet_int8.tflite", "miou": 0.49}]}
-    text = report_lib.markdown(latency, export_report, 2)
+    text = report_lib.markdown(latency, report, 2)
     rows = {line.split(" | ")[0][3:-1] + " " + line.split(" | ")[4]: line
             for line in text.splitlines() if line.startswith("| `")}
+    assert len(rows) == len(results)
     assert "| 1.00x (baseline) |" in rows["saved_model/icnet_unpruned/1 tf_cpu"]
     assert "| 3.33x |" in rows["saved_model/icnet/1 tf_cpu"]
     assert "| 49.00% |" in rows["tflite/icnet_int8.tflite tflite_xnnpack"]
     assert "| 8.33x |" in rows["tflite/icnet_int8.tflite tflite_xnnpack"]
     assert "no GPU" in rows["tflite/icnet_int8.tflite tflite_gpu"]
+    # mIoU is the verification under the row's runtime: none under tflite_gpu.
+    assert "49.00%" not in rows["tflite/icnet_int8.tflite tflite_gpu"]
     assert "| NOT met |" in text and "| met |" in text
     assert "| 1 s | 0.518 s | 1.93 |" in text  # full-width SavedModel vs reference fs=2
     assert "not comparable with the published timings" not in text
-    path = report_lib.write_report(latency, export_report, str(tmp_path))
+    path = report_lib.write_report(latency, report, str(tmp_path))
     assert os.path.basename(path) == "REPORT.md"
+    with open(path) as f:
+        assert f.read() == text
+    # The typed report survives its JSON round trip (what benchmarks.report reads).
+    (tmp_path / "export").mkdir()
+    report.write(str(tmp_path / "export"))
+    again = ExportReport.read(str(tmp_path / "export"))
+    assert again == report and again.schema_version == report.schema_version
+    assert report_lib.markdown(latency, again, 2) == text
 
 
 def test_discovery_and_flag_parsing(export_dir):
-    artifacts, missing = latency_lib.discover_artifacts(
-        export_dir, export_lib.read(export_dir))
+    report = ExportReport.read(export_dir)
+    artifacts, missing = latency_lib.artifacts_of(export_dir, report)
     assert [a.path for a in artifacts] == list(ARTIFACTS) and missing == []
+    assert all(a.model == "icnet" and a.size_bytes > 0 for a in artifacts)
+    assert [a.quantization for a in artifacts] == ["fp32", "fp32", "fp32", "int8"]
     assert latency_lib.parse_runtimes("tflite,onnxruntime_cpu") == (
         "tflite_xnnpack", "tflite_reference", "tflite_gpu", "onnxruntime_cpu")
     assert latency_lib.parse_runtimes("tf", xla=True) == ("tf_cpu", "tf_xla_cpu", "tf_gpu")
-    assert set(latency_lib.parse_runtimes("tf,tflite,onnx")) == set(RUNTIMES) - {"tf_xla_cpu"}
+    assert set(latency_lib.parse_runtimes("tf,tflite,onnx")) == set(runtimes.REGISTRY) - {
+        "tf_xla_cpu"}
     assert latency_lib.parse_threads("4,1,2,2") == (1, 2, 4)
-    with pytest.raises(ValueError, match=r"--runtimes: unknown \['tpu'\]"):
+    with pytest.raises(OptionError, match=r"runtimes: unknown \['tpu'\]") as error:
         latency_lib.parse_runtimes("tflite,tpu")
-    # The TensorFlow-free copy of the quantization names that file discovery uses.
-    assert latency_lib.QUANTIZATIONS == QUANTIZATIONS
+    assert error.value.option == "runtimes"
+    cases = latency_lib.plan_cases(artifacts, ("tf_cpu", "tflite_gpu", "onnxruntime_cpu"), (1, 2))
+    assert [(c.artifact.path, c.runtime, c.threads) for c in cases] == [
+        ("saved_model/icnet/1", "tf_cpu", 1), ("saved_model/icnet/1", "tf_cpu", 2),
+        ("onnx/icnet.onnx", "onnxruntime_cpu", 1), ("onnx/icnet.onnx", "onnxruntime_cpu", 2),
+        ("tflite/icnet_fp32.tflite", "tflite_gpu", None),
+        ("tflite/icnet_int8.tflite", "tflite_gpu", None)]
     log = ("INFO: [x.cc:1] fine\nERROR: [delegate_webgpu.cc:359] Failed to initialize WebGPU "
            "environment: INTERNAL: No adapters found\nE0000 00:00:1.5   14 cuda.cc:52] failed "
            "call to cuInit\n└ ERROR: [a.cc:2]\n")
     assert latency_lib.native_errors(log) == [
         "Failed to initialize WebGPU environment: INTERNAL: No adapters found",
         "failed call to cuInit"]
+
+
+MODEL_NAMES = ("icnet", "icnet_unpruned", "ICNet-v2", "fp32", "int8_model", "a_b_c", "_", "7")
+
+
+def test_layout_paths_parse_back_and_discovery_finds_the_export(export_dir):
+    """`parse_artifact_path` inverts `artifact_path` for every format and quantization the
+    layout writes; discovery finds exactly the export's artifacts."""
+    checked = 0
+    for fmt in layout.FORMATS:
+        assert layout.FORMAT_QUANTIZATIONS[fmt], fmt
+        for quantization in layout.FORMAT_QUANTIZATIONS[fmt]:
+            assert fmt in layout.formats_of(quantization)
+            for model in MODEL_NAMES:
+                assert layout.check_model_name(model) == model
+                for version in (1, 12):
+                    path = layout.artifact_path(model, fmt, quantization, version)
+                    expected = layout.ArtifactName(
+                        path, fmt, model, quantization,
+                        version if fmt == "saved_model" else None)
+                    assert layout.parse_artifact_path(path) == expected, path
+                    checked += 1
+    assert checked == 2 * len(MODEL_NAMES) * sum(
+        len(layout.FORMAT_QUANTIZATIONS[f]) for f in layout.FORMATS)
+    # Every quantization the kit knows is written in some format.
+    assert all(layout.formats_of(q) for q in layout.QUANTIZATIONS)
+    for fmt in layout.FORMATS:
+        for quantization in set(layout.QUANTIZATIONS) - set(layout.FORMAT_QUANTIZATIONS[fmt]):
+            with pytest.raises(ValueError, match=f"{fmt} is not written in"):
+                layout.artifact_path("icnet", fmt, quantization)
+    for name in ("icnet_int8", "icnet_qat", "bad name", ""):
+        with pytest.raises(ValueError, match="model name"):
+            layout.check_model_name(name)
+    # A file the layout did not name is still found, without a model or quantization.
+    assert layout.parse_artifact_path("tflite/garbage.tflite") == layout.ArtifactName(
+        "tflite/garbage.tflite", "tflite", None, None)
+    assert layout.parse_artifact_path("plan.json") is None
+    assert layout.parse_artifact_path("saved_model/icnet/latest") is None
+
+    found = layout.discover(export_dir)
+    report = ExportReport.read(export_dir)
+    assert sorted(a.path for a in found) == sorted(ARTIFACTS)
+    assert sorted(a.path for a in report.artifacts) == sorted(ARTIFACTS)
+    for name in found:
+        assert name == layout.parse_artifact_path(name.path)
+        assert layout.artifact_path(name.model, name.format, name.quantization,
+                                    name.version or 1) == name.path
+        assert layout.is_artifact(os.path.join(export_dir, name.path))
+        assert layout.artifact_format(os.path.join(export_dir, name.path)) == name.format
+        entry = report.artifact(name.path)
+        assert (entry.model, entry.format, entry.quantization) == (
+            name.model, name.format, name.quantization)
+    assert not layout.is_artifact(os.path.join(export_dir, layout.PLAN_FILENAME))
+    assert layout.discover(os.path.join(export_dir, "missing")) == []
 
 
 @pytest.mark.parametrize("args, flag", [
@@ -305,7 +425,8 @@ def test_discovery_and_flag_parsing(export_dir):
 def test_latency_bad_flags(export_dir, tmp_path, args, flag):
     done = run_module("benchmarks.latency", "--export_dir", export_dir, "--json",
                       str(tmp_path / "x.json"), *args, timeout=60)
-    assert done.returncode != 0 and f"error: {flag}" in done.stderr, done.stderr
+    assert done.returncode == 2 and f"error: {flag}: " in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
     assert not os.path.exists(tmp_path / "x.json")
 
 
@@ -315,15 +436,16 @@ def test_latency_and_report_bad_paths(tmp_path):
     for directory in (str(tmp_path / "missing"), str(empty)):
         done = run_module("benchmarks.latency", "--export_dir", directory, "--json",
                           str(tmp_path / "x.json"), timeout=60)
-        assert done.returncode != 0 and "error: --export_dir" in done.stderr, done.stderr
-        assert directory in done.stderr
-    done = run_module("benchmarks.report", "--latency", str(tmp_path / "nope.json"), "--out",
-                      str(tmp_path / "r"), timeout=60)
-    assert done.returncode != 0 and "error: --latency" in done.stderr, done.stderr
+        assert done.returncode == 2 and "error: --export_dir: " in done.stderr, done.stderr
+        assert directory in done.stderr and "Traceback" not in done.stderr
+    done = run_module("benchmarks.report", "--latency", str(tmp_path / "nope.json"),
+                      "--output_dir", str(tmp_path / "r"), timeout=60)
+    assert done.returncode == 2 and "error: --latency: " in done.stderr, done.stderr
+    assert not (tmp_path / "r").exists()
     (tmp_path / "bad.json").write_text("{}")
     done = run_module("benchmarks.report", "--latency", str(tmp_path / "bad.json"),
                       "--export_dir", str(empty), timeout=60)
-    assert done.returncode != 0 and "not a benchmarks.latency file" in done.stderr
+    assert done.returncode == 2 and "not a benchmarks.latency file" in done.stderr
 
 
 def test_conv_latency_times_every_distinct_convolution(tmp_path):
@@ -360,12 +482,12 @@ def test_conv_latency_times_every_distinct_convolution(tmp_path):
     assert "| layers | weights MiB | groups |" in done.stdout
 
     bad = run_module("benchmarks.conv_latency", "--threads", "0", timeout=60)
-    assert bad.returncode != 0 and "error: --threads" in bad.stderr
+    assert bad.returncode == 2 and "error: --threads: " in bad.stderr
     bad = run_module("benchmarks.conv_latency", "--split_mib", "0", timeout=60)
-    assert bad.returncode != 0 and "error: --split_mib must be > 0" in bad.stderr
+    assert bad.returncode == 2 and "error: --split_mib: must be > 0" in bad.stderr
 
 
-def test_select_plan_takes_model_dir_or_plan_file(tmp_path):
+def test_select_plan_takes_model_or_plan_file(tmp_path):
     pruned = ICNetConfig.from_filter_scale(0.25, 7)
     pruned.save(str(tmp_path / "plan.json"))
     assert select_plan(str(tmp_path), None, 2.0, 19) == (pruned, str(tmp_path))
@@ -375,11 +497,14 @@ def test_select_plan_takes_model_dir_or_plan_file(tmp_path):
                                                 "filter_scale=2")
     with pytest.raises(FileNotFoundError, match="no plan.json"):
         select_plan(str(tmp_path / "empty"), None, 2.0, 19)
-    with pytest.raises(ValueError, match="give --model_dir or --plan, not both"):
+    with pytest.raises(ValueError, match="give --model or --plan, not both"):
         select_plan(str(tmp_path), plan_file, 2.0, 19)
     done = run_module("benchmarks.conv_latency", "--plan", str(tmp_path / "missing.json"),
                       timeout=60)
-    assert done.returncode != 0 and "plan file not found" in done.stderr
+    assert done.returncode == 2 and "error: plan file not found" in done.stderr
+    done = run_module("benchmarks.conv_latency", "--model", str(tmp_path), "--plan", plan_file,
+                      timeout=60)
+    assert done.returncode == 2 and "error: give --model or --plan, not both" in done.stderr
 
 
 def test_output_groups_bound_the_widest_group():
@@ -390,3 +515,105 @@ def test_output_groups_bound_the_widest_group():
     assert output_groups(4.5, 256, 1.2) == 4
     assert output_groups(0.5, 8, 1.2) == 1
     assert output_groups(1.0, 10, 0.3) == 4  # 0.3 / 0.1 is 2.999... in floating point
+
+
+@pytest.fixture(scope="module")
+def parity_image():
+    """One val image at the export's input size (uint8 [H, W, 3]), as verification reads it."""
+    images = list(SourceImages(make_source("synthetic", "val", synthetic_size=SIZE), 1, SIZE))
+    assert len(images) == 1 and images[0].shape == (*SIZE, 3) and images[0].dtype == np.uint8
+    return images[0]
+
+
+def machine_has_gpu():
+    import tensorflow as tf
+
+    return bool(gpu_names() or tf.config.list_physical_devices("GPU"))
+
+
+def test_every_registered_runtime_passes_parity_or_says_why_not(export_dir, weights_path,
+                                                                parity_image):
+    """Every runtime in the registry runs the export's artifacts of its format on one val
+    image with the logits of the Keras model (the BN model of the same weights)."""
+    config, weights = load_weights(weights_path)
+    assert config.batch_norm
+    model = build_icnet(config, SIZE)
+    assign_weights(model, weights)
+    expected = segment.logits(KerasSession(model), parity_image)
+    assert expected.shape == (1, 49, 65, 19) and np.abs(expected).max() > 0
+    artifacts = {fmt: [a for a in layout.discover(export_dir) if a.format == fmt]
+                 for fmt in layout.FORMATS}
+    assert sorted(a.path for found in artifacts.values() for a in found) == sorted(ARTIFACTS)
+    gpu = machine_has_gpu()
+    compared, unavailable = [], {}
+    for name, runtime in runtimes.REGISTRY.items():
+        assert runtime.name == name and runtime.format in layout.FORMATS
+        assert artifacts[runtime.format], name
+        reason = runtime.available()
+        for artifact in artifacts[runtime.format] if reason is None else []:
+            try:
+                session = runtime.open(os.path.join(export_dir, artifact.path), 2)
+            except runtimes.Unavailable as e:  # found out on opening (e.g. no GPU model)
+                reason = e.reason
+                break
+            assert tuple(session.input_size) == SIZE
+            got = segment.logits(session, parity_image)
+            assert got.shape == expected.shape and got.dtype == np.float32, (name, artifact)
+            agreement = float(np.mean(got.argmax(-1) == expected.argmax(-1)))
+            if artifact.quantization == "fp32":
+                assert rel_l2(got, expected) < 1e-4, (name, artifact.path)
+                assert agreement >= 0.999, (name, artifact.path, agreement)
+            else:
+                assert artifact.quantization == "int8"
+                assert agreement >= 0.85, (name, artifact.path, agreement)
+            compared.append((name, artifact.path))
+        if reason is not None:
+            assert isinstance(reason, str) and reason.strip(), name
+            unavailable[name] = reason
+        if runtime.device == "cpu":  # every CPU runtime runs here
+            assert reason is None, (name, reason)
+        elif not gpu:  # no GPU here: every GPU runtime says why it cannot run
+            assert reason is not None, name
+    assert set(unavailable) | {name for name, _ in compared} == set(runtimes.REGISTRY)
+    for name, runtime in runtimes.REGISTRY.items():
+        if name not in unavailable:
+            assert {path for n, path in compared if n == name} == {
+                a.path for a in artifacts[runtime.format]}, name
+    if not gpu:
+        assert set(unavailable) == {n for n, r in runtimes.REGISTRY.items() if r.device == "gpu"}
+
+
+def test_a_runtime_registered_outside_deploy_is_benchmarked(export_dir, parity_image,
+                                                            monkeypatch):
+    """tests/dummy_runtime.py registers dummy_onnx_cpu in one line; benchmarks.latency's
+    worker processes import its module and time it like a built-in runtime."""
+    # Afterwards the registry and sys.modules are as before: other tests do not see the
+    # runtime, and a later `import dummy_runtime` registers it again.
+    monkeypatch.setattr(runtimes, "REGISTRY", dict(runtimes.REGISTRY))
+    monkeypatch.setitem(sys.modules, "dummy_runtime", None)
+    del sys.modules["dummy_runtime"]  # a fresh import, which registers the runtime
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (TESTS, os.environ.get("PYTHONPATH")) if p))
+    dummy_runtime = importlib.import_module("dummy_runtime")
+    runtime = runtimes.get("dummy_onnx_cpu")
+    assert type(runtime).__module__ == "dummy_runtime" and runtime.verifies
+    assert runtime.format == "onnx" and runtime.device == "cpu"
+    assert "dummy_onnx_cpu" in latency_lib.parse_runtimes("onnx")
+    assert runtimes.for_format("onnx")[0].name == "onnxruntime_cpu"  # still the default
+
+    data = latency_lib.benchmark(export_dir, ("dummy_onnx_cpu",), (1,), warmup=1, runs=1)
+    assert data["complete"] is True and len(data["results"]) == 1
+    result = data["results"][0]
+    assert result["artifact"] == "onnx/icnet.onnx" and result["runtime"] == "dummy_onnx_cpu"
+    assert result["status"] == "ok", result
+    assert result["median_s"] > 0 and len(result["times_s"]) == 1 and result["threads"] == 1
+    assert result["dummy_runtime"] is True  # the worker ran the dummy runtime's session
+    assert data["settings"]["runtime_descriptions"]["dummy_onnx_cpu"] == dummy_runtime.ABOUT
+
+    # Real logits: those of ONNX Runtime itself.
+    path = os.path.join(export_dir, "onnx", "icnet.onnx")
+    mine = segment.logits(runtimes.open_session(path, "dummy_onnx_cpu", threads=1), parity_image)
+    theirs = segment.logits(runtimes.open_session(path, "onnxruntime_cpu", threads=1),
+                            parity_image)
+    assert mine.shape == theirs.shape and np.abs(theirs).max() > 0
+    np.testing.assert_array_equal(mine, theirs)

@@ -56,8 +56,8 @@ def test_miou_matches_numpy_and_predictions_round_trip(tmp_path, model_dir):
     result_path = tmp_path / "eval.json"
     completed = subprocess.run(
         [sys.executable, "-m", "train.evaluate", "--dataset", "cityscapes", "--data_dir",
-         str(data_dir), "--model_dir", str(model_dir), "--json", str(result_path),
-         "--write_predictions", str(predictions_dir)],
+         str(data_dir), "--model", str(model_dir), "--eval_images", "3", "--json",
+         str(result_path), "--write_predictions", str(predictions_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "mIoU" in completed.stdout

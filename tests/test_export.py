@@ -5,6 +5,7 @@ tests; the binary, the kill test and pruning run their own small exports.
 """
 
 import base64
+import importlib
 import io
 import json
 import os
@@ -25,22 +26,20 @@ from conftest import REPO
 from serving_emulation import read_warmup, rest_inputs
 from PIL import Image
 
-from deploy import report as report_lib
-from deploy.export import (PRUNED_DIRNAME, ExportOptions, PruneOptions,
-                           _remove_replaced_artifacts, export)
-from deploy.quantize import QUANTIZATIONS, quantization_spec
-from deploy.staging import Staging
-from deploy.runners import (
-    TFLiteRunner,
-    artifact_kind,
-    is_artifact,
-    open_runner,
-    segment,
-)
+from deploy import runtimes
+from deploy.export_lib import ExportOptions, default_qat_crop, export
+from deploy.layout import QUANTIZATIONS, artifact_format, is_artifact
+from deploy.prune_lib import PruneOptions
+from deploy.quantize import quantization_spec
+from deploy.report import ExportReport
+from deploy.runtimes import open_session
+from deploy.segment import logits, segment
 from icnet.checkpoint import save_model_checkpoint
 from icnet.cli import parse_choices
 from icnet.config import ICNetConfig
 from icnet.data import make_source
+from icnet.evaluation import evaluate
+from icnet.exits import OptionError
 from icnet.inference import Segmenter, load_weights
 from icnet.layers import resize_bilinear
 from icnet.model import build_icnet
@@ -103,16 +102,24 @@ def jpeg_bytes(image):
     return buffer.getvalue()
 
 
-def entry(report, path):
-    return next(a for a in report["artifacts"] if a["path"] == path)
+def verified(report, path, runtime=None):
+    """The verification of an artifact under `runtime` (default: its format's first)."""
+    artifact = report.artifact(path)
+    return artifact.verification(runtime) if runtime else artifact.primary
+
+
+def reference_miou(model_path, sources, images):
+    """The mIoU icnet.evaluation computes for a model: what the export's fp32 Keras reference
+    must equal."""
+    return evaluate(*load_weights(model_path), sources[1], images)["miou"]
 
 
 # --------------------------------------------------------------------------------------------
 # Layout, report, SavedModel.
 
 
-def test_layout_and_report(exported):
-    export_dir = exported[0]
+def test_layout_and_report(exported, weights_file, sources):
+    export_dir, report, _ = exported
     names = {os.path.relpath(os.path.join(root, f), export_dir)
              for root, _, files in os.walk(export_dir) for f in files}
     for quantization in QUANTIZATIONS:
@@ -121,18 +128,25 @@ def test_layout_and_report(exported):
             "saved_model/icnet/1/saved_model.pb",
             "saved_model/icnet/1/assets.extra/tf_serving_warmup_requests",
             "saved_model/icnet/1/assets.extra/plan.json"} <= names
-    assert not [n for n in os.listdir(export_dir) if n.startswith(".staging")]
+    parent, name = os.path.split(export_dir)
+    assert [n for n in os.listdir(parent) if n.startswith(f".{name}.")] == []  # no staging
+    on_disk = ExportReport.read(export_dir)
+    assert on_disk == report  # the JSON round trip is exact
+    assert len(on_disk.artifacts) == 7
+    for artifact in on_disk.artifacts:
+        assert artifact.size_bytes > 0 and artifact.model == "icnet"
+        verifying = [r.name for r in runtimes.for_format(artifact.format) if r.verifies]
+        assert [v.runtime for v in artifact.verifications] == verifying, artifact.path
+        for v in artifact.verifications:
+            for key in ("argmax_agreement", "miou", "max_abs_error", "rel_l2_error"):
+                assert getattr(v, key) is not None, (artifact.path, v.runtime, key)
+            assert v.parity_images == 3 and v.eval_images == 3
+    model = on_disk.models["icnet"]
+    assert model.params > 0 and not model.pruned
+    assert model.reference.miou == pytest.approx(reference_miou(weights_file, sources, 3),
+                                                 abs=1e-6)
     with open(os.path.join(export_dir, "export_report.json")) as f:
-        on_disk = json.load(f)
-    assert len(on_disk["artifacts"]) == 7
-    for artifact in on_disk["artifacts"]:
-        for key in ("path", "format", "quantization", "size_bytes", "argmax_agreement", "miou",
-                    "max_abs_error", "rel_l2_error"):
-            assert artifact[key] is not None, (artifact["path"], key)
-        assert artifact["size_bytes"] > 0
-    assert {a["model"] for a in on_disk["artifacts"]} == {"icnet"}
-    model = on_disk["models"]["icnet"]
-    assert model["reference"]["miou"] >= 0 and model["params"] > 0 and not model["pruned"]
+        assert json.load(f)["schema_version"] == 2
     with open(os.path.join(export_dir, "export_report.md")) as f:
         text = f.read()
     assert "tflite/icnet_int8.tflite" in text and "GPU delegate" in text
@@ -291,19 +305,19 @@ def test_float_artifacts_match_keras(exported):
     _, report, _ = exported
     for path in ("saved_model/icnet/1", "onnx/icnet.onnx", "tflite/icnet_fp32.tflite",
                  "tflite/icnet_fp16.tflite"):
-        assert entry(report, path)["argmax_agreement"] >= 0.999, path
+        assert verified(report, path).argmax_agreement >= 0.999, path
     for path in ("saved_model/icnet/1", "onnx/icnet.onnx", "tflite/icnet_fp32.tflite"):
-        assert entry(report, path)["rel_l2_error"] < 1e-5, path
-    assert entry(report, "tflite/icnet_fp16.tflite")["rel_l2_error"] < 1e-2
+        assert verified(report, path).rel_l2_error < 1e-5, path
+    assert verified(report, "tflite/icnet_fp16.tflite").rel_l2_error < 1e-2
     for quantization in ("dynamic", "int8", "qat"):
-        assert entry(report, f"tflite/icnet_{quantization}.tflite")["argmax_agreement"] > 0.85
+        assert verified(report, f"tflite/icnet_{quantization}.tflite").argmax_agreement > 0.85
 
 
 def test_tflite_gpu_verdicts_and_integer_inputs(exported):
     export_dir, report, _ = exported
     for quantization in ("fp32", "fp16"):
-        artifact = entry(report, f"tflite/icnet_{quantization}.tflite")
-        assert artifact["gpu_compatible"] is True and artifact["gpu_problems"] == []
+        gpu = report.artifact(f"tflite/icnet_{quantization}.tflite").gpu
+        assert (gpu.method, gpu.compatible, gpu.problems) == ("analyzer", True, [])
     from ai_edge_litert.interpreter import Interpreter
     for quantization in ("int8", "qat"):
         interpreter = Interpreter(os.path.join(export_dir, f"tflite/icnet_{quantization}.tflite"))
@@ -317,11 +331,11 @@ def test_tflite_gpu_verdicts_and_integer_inputs(exported):
 
 def test_tflite_reference_kernels_agree_with_xnnpack(exported, sources):
     export_dir = exported[0]
-    image = val_image(sources)[None]
+    image = val_image(sources)
     for quantization, agreement in (("fp32", 0.999), ("int8", 0.95)):  # int8 rounds differently
         path = os.path.join(export_dir, f"tflite/icnet_{quantization}.tflite")
-        fast = TFLiteRunner(path, num_threads=2)(image)
-        reference = TFLiteRunner(path, num_threads=2, xnnpack=False)(image)
+        fast = logits(open_session(path, "tflite_xnnpack", 2), image)
+        reference = logits(open_session(path, "tflite_reference", 2), image)
         assert np.mean(fast.argmax(-1) == reference.argmax(-1)) >= agreement
 
 
@@ -370,7 +384,7 @@ def test_onnx_resize_handler_gives_exact_sizes():
 # Runners (deploy.predict's API) and quantization names.
 
 
-def test_open_runner_segments_like_the_checkpoint(exported, sources):
+def test_sessions_segment_like_the_checkpoint(exported, sources):
     export_dir, _, segmenter = exported
     image = val_image(sources, 3)
     expected, _ = segmenter.segment(image)
@@ -378,21 +392,35 @@ def test_open_runner_segments_like_the_checkpoint(exported, sources):
                            ("saved_model/icnet/1", "saved_model"),
                            ("tflite/icnet_fp32.tflite", "tflite"), ("onnx/icnet.onnx", "onnx")):
         path = os.path.join(export_dir, relative)
-        assert artifact_kind(path) == kind and is_artifact(path)
-        runner = open_runner(path, num_threads=2)
-        assert runner.input_size == SIZE
-        class_ids, probabilities, logits = segment(runner, image, with_logits=True)
+        assert artifact_format(path) == kind and is_artifact(path)
+        session = open_session(path, threads=2)
+        assert session.input_size == SIZE
+        class_ids, probabilities, small = segment(session, image, with_logits=True)
         assert probabilities.shape == (*SIZE, 19)
         assert np.mean(class_ids == expected) >= 0.9999, relative
-        assert np.allclose(logits, segmenter.logits(image), atol=1e-4)
+        assert np.allclose(small, segmenter.logits(image), atol=1e-4)
     # A smaller image is padded like Segmenter pads it (to the same 32k+1 size here).
     small = image[:180, :250]
-    class_ids, _ = segment(open_runner(os.path.join(export_dir, "onnx/icnet.onnx")), small)
+    class_ids, _ = segment(open_session(os.path.join(export_dir, "onnx/icnet.onnx")), small)
     assert class_ids.shape == (180, 250)
     assert np.mean(class_ids == segmenter.segment(small)[0]) > 0.99
     assert not is_artifact(os.path.join(export_dir, "plan.json"))
     with pytest.raises(ValueError, match="not an exported artifact"):
-        open_runner(os.path.join(export_dir, "plan.json"))
+        open_session(os.path.join(export_dir, "plan.json"))
+    with pytest.raises(ValueError, match="a tflite artifact; runtime onnxruntime_cpu runs onnx"):
+        open_session(os.path.join(export_dir, "tflite/icnet_fp32.tflite"), "onnxruntime_cpu")
+
+
+def test_a_runtime_registered_in_one_line_is_verified_by_the_export(tmp_path, weights_file,
+                                                                    sources, monkeypatch):
+    monkeypatch.setattr(runtimes, "REGISTRY", dict(runtimes.REGISTRY))
+    monkeypatch.delitem(sys.modules, "dummy_runtime", raising=False)
+    importlib.import_module("dummy_runtime")  # registers dummy_onnx_cpu, in one line
+    report = export(weights_file, _small_options(str(tmp_path / "out"), parity_images=1,
+                                                 eval_images=1), *sources)
+    dummy = verified(report, "onnx/icnet.onnx", "dummy_onnx_cpu")
+    assert dummy.parity_images == 1 and dummy.argmax_agreement >= 0.999
+    assert dummy.miou == pytest.approx(verified(report, "onnx/icnet.onnx").miou)
 
 
 def test_predict_gives_the_checkpoint_overlay_from_every_fp32_artifact(exported, weights_file,
@@ -406,7 +434,7 @@ def test_predict_gives_the_checkpoint_overlay_from_every_fp32_artifact(exported,
                           ("tflite", os.path.join(export_dir, "tflite/icnet_fp32.tflite")),
                           ("onnx", os.path.join(export_dir, "onnx/icnet.onnx"))):
         output = tmp_path / f"{name}.png"
-        result = subprocess.run([sys.executable, "-m", "deploy.predict", "--weights", weights,
+        result = subprocess.run([sys.executable, "-m", "deploy.predict", "--model", weights,
                                  "--image", str(image_path), "--output", str(output)],
                                 cwd=REPO, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
@@ -420,9 +448,9 @@ def test_quantization_names_are_a_closed_set():
     assert parse_choices("int8, fp32", QUANTIZATIONS, "quantize") == ("fp32", "int8")
     with pytest.raises(ValueError, match="unknown quantization 'int4'"):
         quantization_spec("int4")
-    with pytest.raises(ValueError, match=r"--quantize: unknown \['bf16'\]"):
+    with pytest.raises(OptionError, match=r"quantize: unknown \['bf16'\]"):
         parse_choices("fp32,bf16", QUANTIZATIONS, "quantize")
-    with pytest.raises(ValueError, match="--quantize: unknown empty list"):
+    with pytest.raises(OptionError, match="quantize: unknown empty list"):
         parse_choices(" , ", QUANTIZATIONS, "quantize")
 
 
@@ -464,49 +492,73 @@ def test_failed_export_leaves_nothing_and_versions_are_kept(tmp_path, weights_fi
         raise RuntimeError("injected failure")
 
     with monkeypatch.context() as patch:
-        patch.setattr(report_lib, "write", fail)
+        patch.setattr(ExportReport, "write", fail)
         with pytest.raises(RuntimeError, match="injected"):
             export(weights_file, options, *sources)
-    assert os.listdir(export_dir) == []  # no version, no staging left
+    assert os.listdir(tmp_path) == []  # no export, no staging left beside it
     export(weights_file, options, *sources)
     stamp = os.path.getmtime(os.path.join(version_dir, "saved_model.pb"))
-    with pytest.raises(FileExistsError, match="saved_model/icnet/1"):
+    with pytest.raises(FileExistsError, match="exists and is not empty; pass --overwrite"):
         export(weights_file, options, *sources)
     overwrite = _small_options(export_dir, formats=("saved_model",), overwrite=True)
     with monkeypatch.context() as patch:
-        patch.setattr(report_lib, "write", fail)
+        patch.setattr(ExportReport, "write", fail)
         with pytest.raises(RuntimeError, match="injected"):
             export(weights_file, overwrite, *sources)
     assert os.path.getmtime(os.path.join(version_dir, "saved_model.pb")) == stamp
     assert sorted(os.listdir(export_dir)) == ["export_report.json", "export_report.md",
                                               "plan.json", "saved_model"]
+    assert os.listdir(tmp_path) == ["out"]
     version_2 = _small_options(export_dir, formats=("saved_model",), version=2, overwrite=True)
     export(weights_file, version_2, *sources)
     assert sorted(os.listdir(os.path.join(export_dir, "saved_model", "icnet"))) == ["1", "2"]
+    assert os.path.getmtime(os.path.join(version_dir, "saved_model.pb")) == stamp  # kept as is
     # An --overwrite export replaces the export: what it does not write goes, even other
     # SavedModel versions once it writes no SavedModel of that model.
     onnx_only = _small_options(export_dir, model_name="other", overwrite=True)
     report = export(weights_file, onnx_only, *sources)
-    assert [a["path"] for a in report["artifacts"]] == ["onnx/other.onnx"]
+    assert [a.path for a in report.artifacts] == ["onnx/other.onnx"]
     assert sorted(os.listdir(export_dir)) == ["export_report.json", "export_report.md", "onnx",
                                               "plan.json"]
 
 
+def test_overwrite_replaces_only_exports_and_never_follows_symlinks(tmp_path, weights_file,
+                                                                     sources):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "other_fp32.tflite").write_bytes(b"kept")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not an export"):
+        export(weights_file, _small_options(str(notes), overwrite=True), *sources)
+    assert (notes / "todo.txt").read_text() == "keep me"
+    export_dir = tmp_path / "out"
+    export(weights_file, _small_options(str(export_dir)), *sources)
+    os.symlink(shared, export_dir / "tflite")
+    export(weights_file, _small_options(str(export_dir), overwrite=True), *sources)
+    assert sorted(os.listdir(export_dir)) == ["export_report.json", "export_report.md", "onnx",
+                                              "plan.json"]
+    assert (shared / "other_fp32.tflite").read_bytes() == b"kept"
+
+
 def _export_command(model_dir, export_dir):
-    return [sys.executable, "-m", "deploy.export", "--model_dir", model_dir, "--export_dir",
+    return [sys.executable, "-m", "deploy.export", "--model", model_dir, "--export_dir",
             export_dir, "--input_size", "193x257", "--formats", "saved_model,tflite",
             "--quantize", "fp32", "--parity_images", "1", "--eval_images", "1",
             "--calibration_images", "0"]
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("onnx_opset", 99, "onnx_opset must be 13-18, got 99"),
-    ("threads", -4, r"threads must be >= 1 \(or unset\), got -4"),
-    ("max_image_pixels", 0, r"max_image_pixels must be at least 4096 \(the 64x64 warmup PNG\)"),
-    ("qat_learning_rate", -1.0, "qat_learning_rate must be > 0, got -1.0"),
+    ("onnx_opset", 99, "onnx_opset: must be 13-18, got 99"),
+    ("threads", -4, r"threads: must be >= 1 \(or unset\), got -4"),
+    ("max_image_pixels", 0, r"max_image_pixels: must be at least 4096 \(the 64x64 warmup PNG\)"),
+    ("qat_learning_rate", -1.0, "qat_learning_rate: must be > 0, got -1.0"),
+    ("model_name", "icnet_int8", "ends in _int8, which artifact file names reserve"),
+    ("qat_crop_size", (100, 100), "qat_crop_size: must be at least 161x161"),
 ])
 def test_bad_export_options_are_named(tmp_path, field, value, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(OptionError, match=message):
         _small_options(str(tmp_path), **{field: value})
 
 
@@ -515,14 +567,17 @@ def test_bad_export_options_are_named(tmp_path, field, value, message):
      "error: --keep, --learning_rate: only used with --prune"),
     (("--qat_steps", "5"),
      "error: --qat_steps: only used with qat in --quantize and tflite in --formats"),
-    (("--quantize", "qat", "--qat_crop_size", "100x100"),
-     "error: --qat_crop_size: 100x100 is smaller than the smallest input ICNet takes, 161x161"),
+    (("--input_size", "100x161"),
+     "error: --input_size: 100x161 is smaller than the smallest input ICNet takes, 161x161"),
+    (("--prune", "--keep", "0.75,0.9"),
+     "error: --keep: keeps must not increase (widths only shrink), got [0.75, 0.9]"),
 ])
 def test_flags_that_would_be_ignored_or_too_small_are_refused(tmp_path, extra, message):
     command = [*_export_command(str(tmp_path / "model"), str(tmp_path / "out")), *extra]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == message
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -531,7 +586,6 @@ def test_binary_killed_mid_export_leaves_no_version(tmp_path):
     model_dir = str(tmp_path / "model")
     save_model_checkpoint(model, config, model_dir)
     export_dir = str(tmp_path / "out")
-    version_dir = os.path.join(export_dir, "saved_model", "icnet", "1")
     process = subprocess.Popen(_export_command(model_dir, export_dir), cwd=REPO,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
@@ -543,171 +597,91 @@ def test_binary_killed_mid_export_leaves_no_version(tmp_path):
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert not os.path.exists(version_dir)
-    staged = [n for n in os.listdir(export_dir) if n.startswith(".staging-")]
-    assert staged and os.path.isfile(os.path.join(export_dir, staged[0], "saved_model", "icnet",
+    assert not os.path.exists(export_dir)
+    staged = [n for n in os.listdir(tmp_path) if n.startswith(".out.staging-")]
+    assert staged and os.path.isfile(os.path.join(tmp_path, staged[0], "saved_model", "icnet",
                                                   "1", "saved_model.pb"))
     # A rerun removes the dead run's staging dir and publishes a complete export.
     result = subprocess.run(_export_command(model_dir, export_dir), cwd=REPO,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| `tflite/icnet_fp32.tflite` |" in result.stdout
-    assert os.listdir(export_dir) and not [n for n in os.listdir(export_dir)
-                                           if n.startswith(".staging-")]
-    assert os.path.isfile(os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests"))
-    with open(os.path.join(export_dir, "export_report.json")) as f:
-        report = json.load(f)
-    assert report["source"] == model_dir
-    assert entry(report, "tflite/icnet_fp32.tflite")["argmax_agreement"] >= 0.999
+    assert sorted(os.listdir(tmp_path)) == ["model", "out"]
+    assert os.path.isfile(os.path.join(export_dir, "saved_model", "icnet", "1", "assets.extra",
+                                       "tf_serving_warmup_requests"))
+    report = ExportReport.read(export_dir)
+    assert report.source == model_dir
+    assert verified(report, "tflite/icnet_fp32.tflite").argmax_agreement >= 0.999
     again = subprocess.run(_export_command(model_dir, export_dir), cwd=REPO,
                            capture_output=True, text=True, check=False)
-    assert again.returncode != 0 and "--overwrite" in again.stderr
+    assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
 def test_export_with_pruning(tmp_path, weights_file, sources):
     options = _small_options(str(tmp_path / "out"), eval_images=1, parity_images=1,
                              formats=("saved_model", "tflite", "onnx"), gpu_check=False)
-    report = export(weights_file, options,
-                    *sources, prune=PruneOptions(schedule=(0.5,)))
-    prune = report["prune"]
-    assert prune["stages"][-1]["params"] < prune["original"]["params"]
-    # Both models are evaluated by the export itself (deploy.prune does not repeat it).
-    assert "miou" not in prune["original"]
-    for name in ("icnet", "icnet_unpruned"):
-        assert report["models"][name]["reference"]["miou"] >= 0
-    pruned = ICNetConfig.load(str(tmp_path / "out" / "pruned_model" / "plan.json"))
-    exported = ICNetConfig.load(str(tmp_path / "out" / "plan.json"))
+    report = export(weights_file, options, *sources, prune=PruneOptions(schedule=(0.5,)))
+    prune = report.prune
+    assert prune.final.measure.params < prune.original.params
+    # Both models are evaluated by the export itself (the pruning does not repeat it).
+    assert prune.original.miou is None
+    out = tmp_path / "out"
+    pruned_dir = str(out / "pruned_model")
+    assert report.models["icnet_unpruned"].reference.miou == pytest.approx(
+        reference_miou(weights_file, sources, 1), abs=1e-6)
+    assert report.models["icnet"].reference.miou == pytest.approx(
+        reference_miou(pruned_dir, sources, 1), abs=1e-6)
+    pruned = ICNetConfig.load(str(out / "pruned_model" / "plan.json"))
+    exported = ICNetConfig.load(str(out / "plan.json"))
     assert exported.plan == pruned.plan != ICNetConfig.from_filter_scale(TINY, 19).plan
-    assert report["models"]["icnet"]["params"] == prune["stages"][-1]["params"]
-    assert report["models"]["icnet_unpruned"]["params"] == prune["original"]["params"]
-    assert report["models"]["icnet"]["pruned"]
-    assert not report["models"]["icnet_unpruned"]["pruned"]
+    assert report.models["icnet"].params == prune.final.measure.params
+    assert report.models["icnet_unpruned"].params == prune.original.params
+    assert report.pruned_model() == "icnet" and report.full_width_model() == "icnet_unpruned"
     # The source model, fp32 in every format, beside the pruned one; each verified against
     # its own Keras model.
-    unpruned = [a for a in report["artifacts"] if a["model"] == "icnet_unpruned"]
-    assert {a["path"] for a in unpruned} == {"saved_model/icnet_unpruned/1",
-                                             "onnx/icnet_unpruned.onnx",
-                                             "tflite/icnet_unpruned_fp32.tflite"}
-    for artifact in report["artifacts"]:
-        assert os.path.exists(tmp_path / "out" / artifact["path"])
-        if artifact["quantization"] == "fp32":
-            assert artifact["argmax_agreement"] >= 0.999, artifact["path"]
-    text = (tmp_path / "out" / "export_report.md").read_text()
+    unpruned = [a for a in report.artifacts if a.model == "icnet_unpruned"]
+    assert {a.path for a in unpruned} == {"saved_model/icnet_unpruned/1",
+                                          "onnx/icnet_unpruned.onnx",
+                                          "tflite/icnet_unpruned_fp32.tflite"}
+    for artifact in report.artifacts:
+        assert os.path.exists(out / artifact.path)
+        if artifact.quantization == "fp32":
+            assert artifact.primary.argmax_agreement >= 0.999, artifact.path
+    text = (out / "export_report.md").read_text()
     assert "## Pruning" in text and "| icnet_unpruned | no |" in text
-    # Exporting deploy.prune's output later marks the model pruned too.
-    again = export(str(tmp_path / "out" / "pruned_model"),
-                   _small_options(str(tmp_path / "again")), *sources)
-    assert again["models"]["icnet"]["pruned"]
-    assert not export(weights_file, _small_options(str(tmp_path / "plain")),
-                      *sources)["models"]["icnet"]["pruned"]
-    # Re-exported into the same export with --overwrite, the pruned model (the source) stays;
-    # the rest of the replaced export goes.
-    source = str(tmp_path / "out" / "pruned_model")
-    export(source, _small_options(str(tmp_path / "out"), overwrite=True), *sources)
-    assert sorted(os.listdir(tmp_path / "out")) == ["export_report.json", "export_report.md",
-                                                    "onnx", "plan.json", "pruned_model"]
-    assert os.listdir(tmp_path / "out" / "onnx") == ["icnet.onnx"]
-    with pytest.raises(ValueError, match="would replace the source model"):
-        export(source, _small_options(source, overwrite=True), *sources)
-    assert os.path.isfile(os.path.join(source, "plan.json"))
-
-
-def test_overwrite_cleanup_skips_symlinked_folders_and_the_source(tmp_path):
-    export_dir, shared = tmp_path / "out", tmp_path / "shared"
-    shared.mkdir()
-    (shared / "other_fp32.tflite").write_bytes(b"kept")
-    (export_dir / "onnx").mkdir(parents=True)
-    (export_dir / "onnx" / "old.onnx").write_bytes(b"stale")
-    (export_dir / "saved_model" / "old" / "1").mkdir(parents=True)
-    (export_dir / PRUNED_DIRNAME).mkdir()
-    os.symlink(shared, export_dir / "tflite")
-    _remove_replaced_artifacts(str(export_dir), ["plan.json"],
-                               os.path.realpath(export_dir / PRUNED_DIRNAME))
-    assert (shared / "other_fp32.tflite").read_bytes() == b"kept"
-    assert sorted(os.listdir(export_dir)) == [PRUNED_DIRNAME, "tflite"]
+    # Exporting the pruned model directory later marks the model pruned too.
+    again = export(pruned_dir, _small_options(str(tmp_path / "again")), *sources)
+    assert again.models["icnet"].pruned and again.pruned_model() == "icnet"
+    plain = export(weights_file, _small_options(str(tmp_path / "plain")), *sources)
+    assert not plain.models["icnet"].pruned and plain.full_width_model() == "icnet"
+    # An export never replaces the model it reads, nor writes into its directory.
+    for target in (out, out / "pruned_model"):
+        with pytest.raises(OptionError, match="would replace the source model"):
+            export(pruned_dir, _small_options(str(target), overwrite=True), *sources)
+    assert os.path.isfile(os.path.join(pruned_dir, "plan.json"))
 
 
 def test_export_with_pruning_only_the_pruned_model(tmp_path, weights_file, sources):
     options = _small_options(str(tmp_path / "out"), eval_images=1, export_unpruned=False)
     report = export(weights_file, options, *sources, prune=PruneOptions(schedule=(0.5,)))
-    assert [a["path"] for a in report["artifacts"]] == ["onnx/icnet.onnx"]
-    assert list(report["models"]) == ["icnet"]
-    # deploy.prune measured the mIoU before and after.
-    assert "miou" in report["prune"]["original"] and "miou" in report["prune"]["stages"][-1]
+    assert [a.path for a in report.artifacts] == ["onnx/icnet.onnx"]
+    assert list(report.models) == ["icnet"]
+    # The pruning measured the mIoU before and after.
+    assert report.prune.original.miou is not None and report.prune.final.measure.miou == \
+        pytest.approx(report.models["icnet"].reference.miou, abs=1e-6)
     assert "| before |" in (tmp_path / "out" / "export_report.md").read_text()
 
 
 def test_qat_trained_at_a_crop_exports_at_the_export_size(tmp_path, weights_file, sources):
-    """QAT fine-tunes at --qat_crop_size (another 32k+1 size) and carries weights and ranges
-    over to the export-size model; a second QAT model in the process gets TFMOT layer names
-    with new suffixes, which must not matter."""
+    """QAT fine-tunes at a crop (another 32k+1 size) and carries weights and ranges over to
+    the export-size model; a second QAT model in the process gets TFMOT layer names with new
+    suffixes, which must not matter."""
+    assert default_qat_crop((1025, 2049)) == (513, 1025)
+    assert default_qat_crop((193, 257)) == (193, 257)  # half would be below 161
     options = _small_options(str(tmp_path / "out"), formats=("tflite",), quantizations=("qat",),
                              input_size=(225, 289), qat_crop_size=(193, 257), qat_steps=1,
                              qat_batch_size=1, calibration_images=2, gpu_check=False)
     report = export(weights_file, options, *sources)
-    assert report["qat"]["crop_size"] == [193, 257]
-    runner = TFLiteRunner(str(tmp_path / "out" / "tflite" / "icnet_qat.tflite"))
-    assert runner.input_size == (225, 289)
-
-
-def test_failed_publish_puts_the_previous_export_back(tmp_path, monkeypatch):
-    export_dir = tmp_path / "out"
-    for name in ("a.txt", "b.txt"):
-        (export_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        (export_dir / name).write_text(f"old {name}")
-    with Staging(str(export_dir), ["a.txt", "b.txt"], overwrite=True) as staging:
-        for name in ("a.txt", "b.txt"):
-            with open(staging.path(name), "w") as f:
-                f.write(f"new {name}")
-        rename = os.rename
-
-        def failing_rename(source, destination):
-            if source == os.path.join(staging.root, "b.txt"):
-                raise OSError("injected rename failure")
-            rename(source, destination)
-
-        monkeypatch.setattr(os, "rename", failing_rename)
-        with pytest.raises(OSError, match="injected"):
-            staging.publish()
-        monkeypatch.setattr(os, "rename", rename)
-    assert sorted(os.listdir(export_dir)) == ["a.txt", "b.txt"]
-    for name in ("a.txt", "b.txt"):
-        assert (export_dir / name).read_text() == f"old {name}"
-    # Without --overwrite, a target that appeared meanwhile stops the publish before any move.
-    with Staging(str(tmp_path / "fresh"), ["a.txt", "b.txt"]) as staging:
-        for name in ("a.txt", "b.txt"):
-            with open(staging.path(name), "w") as f:
-                f.write("new")
-        (tmp_path / "fresh" / "b.txt").write_text("someone else's")
-        with pytest.raises(FileExistsError, match="b.txt appeared during the export"):
-            staging.publish()
-    assert sorted(os.listdir(tmp_path / "fresh")) == ["b.txt"]
-
-
-def test_failed_rollback_keeps_what_it_could_not_put_back(tmp_path, monkeypatch):
-    export_dir = tmp_path / "out"
-    export_dir.mkdir()
-    (export_dir / "a.txt").write_text("old a")
-    targets = ["a.txt", "new/dir/b.txt"]
-    with pytest.raises(OSError, match="staged b"):
-        with Staging(str(export_dir), targets, overwrite=True) as staging:
-            for name in targets:
-                with open(staging.path(name), "w") as f:
-                    f.write("new")
-            rename = os.rename
-
-            def failing_rename(source, destination):
-                if source == os.path.join(staging.root, "new/dir/b.txt"):
-                    raise OSError("staged b")
-                if destination == os.path.join(staging.root, "a.txt"):
-                    raise OSError("undo a")
-                rename(source, destination)
-
-            monkeypatch.setattr(os, "rename", failing_rename)
-            staging.publish()
-    monkeypatch.undo()
-    # The new a.txt could not be moved out, yet the next undo still ran and put the old one
-    # back over it; the directories the publish created are gone; the staging dir is kept.
-    assert (export_dir / "a.txt").read_text() == "old a"
-    assert not (export_dir / "new").exists()
-    assert (Path(staging.root) / "new" / "dir" / "b.txt").read_text() == "new"
+    assert report.qat.crop_size == [193, 257] and report.qat.loss is not None
+    session = open_session(str(tmp_path / "out" / "tflite" / "icnet_qat.tflite"))
+    assert session.input_size == (225, 289)

@@ -54,7 +54,9 @@ def test_train_batches_shapes_dtypes_and_label_values(tmp_path):
     dataset = train_dataset(source, (32, 48), batch_size=2, random_scale=True,
                             random_mirror=True, seed=1)
     assert dataset.element_spec[0].shape.as_list() == [2, 32, 48, 3]
-    for images, labels in _batches(dataset, 4):  # more than one pass over the three examples
+    batches = _batches(dataset, 4)  # more than one pass over the three examples
+    assert len(batches) == 4
+    for images, labels in batches:
         assert images.dtype == np.float32 and images.shape == (2, 32, 48, 3)
         assert labels.dtype == np.int32 and labels.shape == (2, 32, 48)
         assert images.min() >= 0 and images.max() <= 255
@@ -113,6 +115,7 @@ def test_mirror_flips_image_and_label_together(tmp_path):
     dataset = train_dataset(source, (HEIGHT, WIDTH), batch_size=8, random_scale=False,
                             random_mirror=True, seed=2)
     images, labels = _batches(dataset, 1)[0]
+    assert len(images) == len(labels) == 8
     flipped = []
     for image, label in zip(images, labels):
         for value, color in ((1, LEFT_COLOR), (2, RIGHT_COLOR)):
@@ -130,6 +133,7 @@ def test_same_seed_same_batches(tmp_path):
                                       random_mirror=True, seed=seed), 3)
 
     first, again, other = batches(7), batches(7), batches(8)
+    assert len(first) == len(again) == len(other) == 3
     for (images, labels), (images_again, labels_again) in zip(first, again):
         np.testing.assert_array_equal(images, images_again)
         np.testing.assert_array_equal(labels, labels_again)
@@ -187,6 +191,7 @@ def test_cached_pool_gives_the_same_batches_as_loading_each_time():
                   seed=4)
     loaded = list(train_dataset(source, **kwargs).take(4))
     cached = list(train_dataset(source, cache=True, **kwargs).take(4))
+    assert len(loaded) == len(cached) == 4
     for (images_a, labels_a), (images_b, labels_b) in zip(loaded, cached):
         np.testing.assert_array_equal(images_a.numpy(), images_b.numpy())
         np.testing.assert_array_equal(labels_a.numpy(), labels_b.numpy())

@@ -9,6 +9,7 @@ from PIL import Image
 
 from conftest import REPO, golden_path, rel_l2, shared_golden_path
 from deploy.predict import run
+from icnet.exits import OptionError
 
 QUARTER = golden_path("icnet_quarter_merged_weights.npy")
 
@@ -24,7 +25,7 @@ def test_save_logits_reproduces_golden(tmp_path):
     for size in ("193x385", "321x641"):
         image_path = tmp_path / f"{size}.png"
         Image.fromarray(io[f"image_rgb_{size}"]).save(image_path)
-        result = predict_cli("--weights", weights, "--num_classes", "19", "--filter_scale", "1",
+        result = predict_cli("--model", weights, "--num_classes", "19", "--filter_scale", "1",
                              "--image", str(image_path), "--output", str(tmp_path / "o.png"),
                              "--save_logits", str(tmp_path / f"{size}.npy"))
         assert result.returncode == 0, result.stderr
@@ -60,9 +61,9 @@ def test_quarter_logits_match_golden(tmp_path):
 def test_non_image_file_gives_one_line_error(tmp_path):
     bogus = tmp_path / "notes.png"
     bogus.write_text("not an image")
-    result = predict_cli("--weights", QUARTER, "--image", str(bogus),
+    result = predict_cli("--model", QUARTER, "--image", str(bogus),
                          "--output", str(tmp_path / "o.png"))
-    assert result.returncode != 0
+    assert result.returncode == 2  # a bad input, refused before any work
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and str(bogus) in last
     assert not (tmp_path / "o.png").exists()
@@ -74,12 +75,25 @@ def test_wrong_class_count_or_scale_is_named(tmp_path):
         run(QUARTER, str(tmp_path / "in.png"), str(tmp_path / "o.png"), num_classes=150)
     with pytest.raises(ValueError, match="filter_scale 1"):
         run(QUARTER, str(tmp_path / "in.png"), str(tmp_path / "o.png"), filter_scale=1)
-    with pytest.raises(ValueError, match="--alpha must be between 0 and 1, got 1.5"):
+    with pytest.raises(OptionError, match="alpha: must be between 0 and 1, got 1.5") as error:
         run(QUARTER, str(tmp_path / "in.png"), str(tmp_path / "o.png"), alpha=1.5)
+    assert error.value.option == "alpha"
+    with pytest.raises(OptionError, match="runtime: .*a runtime runs exported artifacts only"):
+        run(QUARTER, str(tmp_path / "in.png"), str(tmp_path / "o.png"),
+            runtime="tflite_xnnpack")
     artifact = tmp_path / "model.tflite"
     artifact.write_bytes(b"not opened: the flag check comes first")
-    with pytest.raises(ValueError, match="model.tflite: --filter_scale is checked against .npy"):
+    with pytest.raises(OptionError,
+                       match="filter_scale: .*model.tflite: checked against .npy") as error:
         run(str(artifact), str(tmp_path / "in.png"), str(tmp_path / "o.png"), filter_scale=1)
+    assert error.value.option == "filter_scale"
+    assert not (tmp_path / "o.png").exists()
+    # The binary prints an OptionError as `error: --flag: message` and exits with 2.
+    result = predict_cli("--model", QUARTER, "--image", str(tmp_path / "in.png"), "--output",
+                         str(tmp_path / "o.png"), "--alpha", "1.5")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --alpha: must be between 0 and 1, got 1.5")
     assert not (tmp_path / "o.png").exists()
 
 

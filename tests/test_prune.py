@@ -10,9 +10,12 @@ import pytest
 import tf_keras
 
 from conftest import REPO, rel_l2
-from deploy.prune import (dependency_groups, group_keeps, kept_width, l1_importance,
-                          model_groups, parse_overrides, prune, prune_model_dir, prune_plan,
-                          select_channels, slice_weights)
+from deploy.prune_lib import PruneOptions, prune_model
+from deploy.pruning import (dependency_groups, group_keeps, kept_width, l1_importance,
+                            model_groups, parse_overrides, parse_schedule, prune, prune_plan,
+                            select_channels, slice_weights)
+from deploy.report import PruneReport
+from icnet.exits import OptionError
 from icnet.checkpoint import load_checkpoint_weights, save_model_checkpoint
 from icnet.config import CLASSIFIERS, REFERENCE_WIDTHS, ICNetConfig, reference_plan
 from icnet.model import build_icnet
@@ -179,49 +182,63 @@ def test_bad_keeps_and_override_keys_are_named(tiny_groups, tmp_path):
     for bad in (0, 1.5, -0.1):
         with pytest.raises(ValueError, match=str(bad)):
             prune_plan(TINY.plan, tiny_groups, bad)
-    with pytest.raises(ValueError, match="conv5.*1.2"):
+    with pytest.raises(OptionError, match=r"keep_overrides: conv5 must be in \(0, 1\], got 1.2"):
         parse_overrides("conv5=1.2")
-    with pytest.raises(ValueError, match="conv5:0.6"):
+    with pytest.raises(OptionError, match="keep_overrides: expected KEY=KEEP.*conv5:0.6"):
         parse_overrides("conv5:0.6")
+    with pytest.raises(OptionError, match="schedule: keeps must not increase"):
+        parse_schedule("0.5,0.75")
+    with pytest.raises(OptionError, match="schedule: expected a fraction"):
+        parse_schedule("half")
+    assert parse_schedule("0.75, 0.5") == (0.75, 0.5)
     with pytest.raises(ValueError, match="grow"):
         prune(TINY, random_bn_weights(TINY), reference_plan(0.25))
-    with pytest.raises(ValueError, match="increase"):
-        prune_model_dir(str(tmp_path / "none"), str(tmp_path / "out"), (0.5, 0.75))
+    with pytest.raises(OptionError, match="increase"):
+        PruneOptions(schedule=(0.5, 0.75))
+    with pytest.raises(OptionError, match="criterion: unknown 'l7'"):
+        PruneOptions(criterion="l7")
+    source = tmp_path / "runs" / "fs2"
+    save_tiny_checkpoint(source, TINY)
     existing = tmp_path / "exists"
     existing.mkdir()
-    with pytest.raises(FileExistsError, match="overwrite"):
-        prune_model_dir(str(tmp_path / "none"), str(existing), (0.5,))
-    # --overwrite never replaces the source model or a directory that is not a model dir.
-    source = tmp_path / "runs" / "fs2"
-    source.mkdir(parents=True)
-    for output in (source, tmp_path / "runs"):
-        with pytest.raises(ValueError, match="would replace the source model"):
-            prune_model_dir(str(source), str(output), (0.5,), overwrite=True)
-    os.symlink(source, tmp_path / "latest")
-    with pytest.raises(ValueError, match="would replace the source model"):
-        prune_model_dir(str(tmp_path / "latest"), str(source), (0.5,), overwrite=True)
     (existing / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        prune_model(str(source), str(existing), PruneOptions())
+    # --overwrite never replaces the source model or a directory that is not a model dir.
+    for output in (source, tmp_path / "runs"):
+        with pytest.raises(OptionError, match="would replace the source model"):
+            prune_model(str(source), str(output), PruneOptions(), overwrite=True)
+    os.symlink(source, tmp_path / "latest")
+    with pytest.raises(OptionError, match="would replace the source model"):
+        prune_model(str(tmp_path / "latest"), str(source), PruneOptions(), overwrite=True)
     (existing / "plan.json").write_text("{}")  # an export root has one, but no checkpoint
     with pytest.raises(ValueError, match="not a model directory"):
-        prune_model_dir(str(source), str(existing), (0.5,), overwrite=True)
+        prune_model(str(source), str(existing), PruneOptions(), overwrite=True)
     assert (existing / "notes.txt").read_text() == "keep me"
     weights = tmp_path / "weights.npy"
     weights.write_bytes(b"precious")
     with pytest.raises(ValueError, match="is not a directory"):
-        prune_model_dir(str(source), str(weights), (0.5,), overwrite=True)
+        prune_model(str(source), str(weights), PruneOptions(), overwrite=True)
     assert weights.read_bytes() == b"precious"
+    assert sorted(os.listdir(tmp_path)) == ["exists", "latest", "runs", "weights.npy"]
 
 
 def test_checkpoint_not_matching_its_plan_is_a_clear_error(tmp_path):
     save_tiny_checkpoint(tmp_path / "src", TINY, plan_config=ICNetConfig(19, reference_plan(0.25)))
     with pytest.raises(ValueError, match="does not match its plan.json"):
-        prune_model_dir(str(tmp_path / "src"), str(tmp_path / "out"), (0.5,))
-    assert not (tmp_path / "out").exists()
+        prune_model(str(tmp_path / "src"), str(tmp_path / "out"), PruneOptions())
+    assert sorted(os.listdir(tmp_path)) == ["src"]
     result = subprocess.run(
-        [sys.executable, "-m", "deploy.prune", "--model_dir", str(tmp_path / "src"),
+        [sys.executable, "-m", "deploy.prune", "--model", str(tmp_path / "src"),
          "--output_dir", str(tmp_path / "out"), "--keep", "1.5"],
         cwd=REPO, capture_output=True, text=True)
-    assert result.returncode != 0 and "--keep must be in (0, 1], got 1.5" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: --keep: keep must be in (0, 1], got 1.5"
+
+
+PRUNE_ARGS = ["--finetune_steps", "2", "--crop_size", "161x161", "--synthetic_size", "192x256",
+              "--batch_size", "2", "--synthetic_count", "8", "--eval_images", "2",
+              "--input_size", "193x257", "--log_every", "1"]
 
 
 def test_binary_schedule_with_finetuning_end_to_end(tmp_path):
@@ -229,25 +246,22 @@ def test_binary_schedule_with_finetuning_end_to_end(tmp_path):
     save_tiny_checkpoint(tmp_path / "src", config)
     dst = tmp_path / "pruned"
     result = subprocess.run(
-        [sys.executable, "-m", "deploy.prune", "--model_dir", str(tmp_path / "src"),
-         "--output_dir", str(dst), "--schedule", "0.75,0.5", "--finetune_steps", "2",
-         "--crop_size", "161x161", "--synthetic_size", "192x256", "--batch_size", "2",
-         "--synthetic_count", "8",
-         "--eval_images", "2", "--export_size", "193x257", "--log_every", "1"],
+        [sys.executable, "-m", "deploy.prune", "--model", str(tmp_path / "src"),
+         "--output_dir", str(dst), "--keep", "0.75,0.5", *PRUNE_ARGS],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "stage 2/2 done" in result.stderr
     loaded, weights = load_checkpoint_weights(str(dst))
     groups = model_groups(config)
     assert loaded.plan == prune_plan(config.plan, groups, 0.5)
-    with open(dst / "prune_report.json") as f:
-        report = json.load(f)
-    assert [stage["keep"] for stage in report["stages"]] == [0.75, 0.5]
-    for stage in report["stages"]:
-        assert stage["finetune"]["steps"] == 2 and 0 <= stage["miou"] <= 1
-    assert (report["original"]["flops"] > report["stages"][0]["flops"]
-            > report["stages"][1]["flops"])
-    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no temp left
+    report = PruneReport.read(str(dst))
+    assert [stage.keep for stage in report.stages] == [0.75, 0.5]
+    for stage in report.stages:
+        assert stage.finetune.steps == 2 and 0 <= stage.measure.miou <= 1
+        assert stage.miou_before_finetune is not None
+    assert report.original.flops > report.stages[0].measure.flops > report.stages[1].measure.flops
+    assert sorted(os.listdir(dst / "finetune")) == ["stage_1", "stage_2"]
+    assert sorted(os.listdir(tmp_path)) == ["pruned", "src"]  # no staging, no work dir left
     # The other tools read it: inference/evaluation/training load it, profiling reads the plan.
     from deploy.predict import run
     from icnet.checkpoint import load_plan

@@ -13,6 +13,7 @@ from PIL import Image
 
 from icnet.data.labels import CITYSCAPES_NUM_CLASSES, trainid_to_labelid_lut
 from icnet.cli import parse_size
+from icnet.exits import OptionError
 from icnet.data.synthetic import render_scene, split_seed, write_cityscapes_layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,8 +118,9 @@ def test_writer_produces_cityscapes_layout(tmp_path):
 
 @pytest.mark.parametrize("text", ["512", "512x", "ax10", "0x10", "10x-3", "10x10x3"])
 def test_parse_size_rejects_malformed(text):
-    with pytest.raises(ValueError, match="--size"):
+    with pytest.raises(OptionError, match="^size: ") as error:
         parse_size(text, "size")
+    assert error.value.option == "size"
 
 
 def test_parse_size_accepts_height_by_width():

@@ -36,9 +36,13 @@ def checkpoint_steps(model_dir):
                   if (m := re.fullmatch(r"ckpt-(\d+)\.index", name)))
 
 
-def first_step_loss(model_dir):
+def read_summary(model_dir):
     with open(os.path.join(model_dir, "train_summary.json")) as f:
-        return json.load(f)["losses"]["total"]
+        return json.load(f)
+
+
+def first_step_loss(model_dir):
+    return read_summary(model_dir)["losses"]["total"]
 
 
 def test_kill_9_then_same_command_resumes_and_finishes(tmp_path):
@@ -61,10 +65,24 @@ def test_kill_9_then_same_command_resumes_and_finishes(tmp_path):
     logged = [int(s) for s in re.findall(r"step (\d+)/40", result.stderr)]
     assert logged[0] == resumed + 1 and logged[-1] == 40
     assert checkpoint_steps(model_dir)[-1] == 40
+    assert "done: step 40" in result.stdout and "final loss" in result.stdout
+    summary = read_summary(model_dir)
+    assert summary["step"] == 40 and summary["resumed"] is True
+    assert summary["finished"] is True and summary["replicas"] == 1
+    assert summary["seconds"] >= 0 and summary["losses"]["total"] > 0
+    # The record deploy.prune and deploy.export start from: the options and the data.
+    assert summary["options"]["steps"] == 40 and summary["options"]["batch_size"] == 2
+    assert summary["options"]["checkpoint_every"] == 5
+    assert list(summary["options"]["crop_size"]) == [161, 161]
+    assert summary["data"]["dataset"] == "synthetic"
+    assert summary["data"]["synthetic_size"] == "192x256"
+    assert summary["data"]["synthetic_count"] == 16
     # A third run has nothing to do and says so, without checkpoint warnings.
     again = run_train(model_dir, *args)
     assert again.returncode == 0 and "already trained to step 40 of 40" in again.stderr
-    assert "could not be found" not in again.stderr and "final loss" not in again.stderr
+    assert "could not be found" not in again.stderr
+    assert "final loss" not in again.stdout + again.stderr
+    assert read_summary(model_dir) == summary  # nothing to do: the summary is kept
 
 
 def test_mirrored_on_two_logical_cpus_matches_default_first_step(tmp_path):
@@ -74,10 +92,13 @@ def test_mirrored_on_two_logical_cpus_matches_default_first_step(tmp_path):
     mirrored = run_train(tmp_path / "mirrored", *args, "--strategy", "mirrored",
                          "--logical_cpus", "2")
     assert mirrored.returncode == 0, mirrored.stderr[-2000:]
-    with open(tmp_path / "mirrored" / "train_summary.json") as f:
-        assert json.load(f)["replicas"] == 2
+    assert read_summary(tmp_path / "mirrored")["replicas"] == 2
     np.testing.assert_allclose(first_step_loss(tmp_path / "mirrored"),
                                first_step_loss(tmp_path / "default"), rtol=2e-3)
+    # --seed is recorded with the options (it seeds the data order and augmentation).
+    for run in ("default", "mirrored"):
+        assert read_summary(tmp_path / run)["options"]["seed"] == 3
+        assert read_summary(tmp_path / run)["data"]["seed"] == 3
 
 
 def free_ports(count):
@@ -114,11 +135,16 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     model_dir = tmp_path / "nan"
     result = run_train(model_dir, "--steps", "30", "--checkpoint_every", "1",
                        "--learning_rate", "1e12")
-    assert result.returncode == 1
-    match = re.search(r"loss became (nan|inf) at step (\d+)", result.stderr)
+    assert result.returncode == 1  # a failure while working (icnet.training.TrainingDiverged)
+    last = result.stderr.strip().splitlines()[-1]
+    match = re.fullmatch(r"error: .*loss became (nan|inf) at step (\d+);.*", last)
     assert match, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
     saved = checkpoint_steps(model_dir)
     assert saved and saved[-1] == int(match.group(2)) - 1
+    assert f"The last good checkpoint is {model_dir / 'ckpt'}-{saved[-1]}" in last
+    summary = read_summary(model_dir)
+    assert summary["finished"] is False and summary["step"] == 0
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -126,8 +152,9 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     (("--dataset", "cityscapes", "--data_dir", "{empty}"), "{empty}"),
     (("--log_every", "0"), "log_every must be >= 1, got 0"),
     (("--filter_scale", "0"), "filter_scale must be > 0, got 0"),
-    (("--crop_size", "100x161"), "--crop_size: 100x161 is smaller than the smallest input"),
-    (("--init_weights", "{fs2_weights}"),
+    (("--crop_size", "100x161"),
+     "error: --crop_size: 100x161 is smaller than the smallest input"),
+    (("--model", "{fs2_weights}"),
      "{fs2_weights}: weights do not match the model ("),
     (("--dataset", "list", "--num_classes", "3"), "the list dataset needs --train_list"),
 ])
@@ -143,8 +170,9 @@ def test_bad_input_fails_before_training(tmp_path, extra, message):
         message = message.replace(key, value)
     model_dir = tmp_path / "run"
     result = run_train(model_dir, "--steps", "5", *extra, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr[-2000:]  # refused before any work
     assert message in result.stderr and "Traceback" not in result.stderr
+    assert "error: " in result.stderr
     # A failed first run leaves nothing that would pin the next attempt (no plan.json).
     assert not (model_dir / "plan.json").exists()
     assert not model_dir.exists() or not checkpoint_steps(model_dir)

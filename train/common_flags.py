@@ -143,7 +143,8 @@ _TRAINING_FIELDS = {"batch_size": "batch_size", "optimizer": "optimizer",
                     "update_mean_var": "update_mean_var", "train_beta_gamma": "train_beta_gamma",
                     "random_scale": "random_scale", "random_mirror": "random_mirror",
                     "strategy": "strategy", "mixed_precision": "mixed_precision",
-                    "checkpoint_every": "checkpoint_every", "log_every": "log_every"}
+                    "checkpoint_every": "checkpoint_every", "log_every": "log_every",
+                    "seed": "seed"}
 
 
 def train_options_from_flags(model_dir: str, steps: int, source: Source,

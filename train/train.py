@@ -55,7 +55,8 @@ def _plan(init_config: ICNetConfig | None) -> dict[str, int]:
         return ICNetConfig.load(plan_path).plan
     if init_config is not None and FLAGS.filter_scale is None:
         return init_config.plan
-    return ICNetConfig.from_filter_scale(FLAGS.filter_scale or 1, 1).plan
+    return ICNetConfig.from_filter_scale(
+        1 if FLAGS.filter_scale is None else FLAGS.filter_scale, 1).plan
 
 
 def _main() -> None:

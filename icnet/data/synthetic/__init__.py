@@ -7,14 +7,9 @@ facades along both sides with window grids, walls, see-through fences and hedges
 of them, an end-of-street facade, and objects (cars, trucks, buses, trams, motorcycles and
 bicycles with riders, pedestrians, poles with traffic lights and signs, street lamps, trees).
 Points are projected to normalized image coordinates, so one ``(seed, index)`` is the same
-scene at every resolution. Rendering has three stages:
-
-1. background planes (sky, ground, facades, walls/fences/hedges), vectorized over
-   per-row/per-column coordinate grids with perspective-correct patterns;
-2. objects as projected polygons, ellipses and thick lines drawn far-to-near with PIL into
-   a shape-index map, so nearer objects occlude farther ones in image and label alike;
-3. class-dependent texture noise, clouds, per-image hue/saturation/white-balance/
-   contrast/brightness jitter, and a light blur of the image (never of the label).
+scene at every resolution. `rasterizer` paints it in three stages: background planes, objects
+far-to-near (so nearer ones occlude farther ones in image and label alike), then texture,
+colour jitter and a light blur of the image.
 
 Labels are Cityscapes trainIds 0..18 (see ``icnet.data.labels``); no pixel is ignore (255).
 Scene i of a split is ``render_scene(split_seed(seed, split), i, height, width)``, both for
