@@ -20,9 +20,11 @@ test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
 
 # The kit's main job on the embedded synthetic street scenes, in six steps: render sample
-# scenes, train a full-width ICNet, prune it to half width with fine-tuning and export every
-# quantization and format with parity checks (deploy.export), benchmark every artifact, write
-# the report, segment a scene with the pruned int8 model. The variables below size it; the
+# scenes, train a full-width ICNet, prune it to half width with fine-tuning (and fine-tune the
+# source as long: the equal-budget control) and export every quantization and format with
+# parity checks and accuracy floors (deploy.export), benchmark every artifact under every
+# runtime (the slow reference kernels left out), write the report, segment a scene with the
+# pruned int8 model. The variables below size it; the
 # tests run the same recipe with a tiny model and input (tests/test_demo.py).
 DEMO_DIR ?= runs/demo
 REPORT_DIR ?= reports
@@ -38,7 +40,9 @@ DEMO_QAT_STEPS ?= 30
 DEMO_CALIBRATION ?= 32
 DEMO_PARITY ?= 10
 DEMO_EVAL ?= 20
-DEMO_BENCH_FLAGS ?= --threads 2 --warmup 2 --runs 5 --rounds 2
+DEMO_FLOOR_FLAGS ?=
+DEMO_BENCH_FLAGS ?= --threads 2 --warmup 2 --runs 5 --rounds 2 \
+    --runtimes tf,onnx,openvino,tflite_xnnpack,tflite_xnnpack_fp16,tflite_gpu
 DEMO_SCENE_FLAGS = --synthetic_size $(DEMO_SCENE_SIZE) --synthetic_count $(DEMO_SCENES) \
     --crop_size $(DEMO_CROP) --batch_size $(DEMO_BATCH)
 DEMO_SAMPLE = $(DEMO_DIR)/scenes/leftImg8bit/val/synth/synth_000000_000019_leftImg8bit.png
@@ -50,14 +54,14 @@ demo: $(STAMP)
 	@echo "== demo 2/6: train a full-width ICNet (filter_scale $(DEMO_FILTER_SCALE), $(DEMO_STEPS) steps)"
 	$(PY) -m train.train --model_dir $(DEMO_DIR)/full --filter_scale $(DEMO_FILTER_SCALE) \
 	    --steps $(DEMO_STEPS) $(DEMO_SCENE_FLAGS) --log_every 10
-	@echo "== demo 3/6: prune to half width, fine-tune, quantize, export, verify"
+	@echo "== demo 3/6: prune to half width, fine-tune (and the equal-budget control), quantize, export, verify"
 	$(PY) -m deploy.export --model $(DEMO_DIR)/full --export_dir $(DEMO_DIR)/export \
-	    --overwrite --prune --keep 0.5 --finetune_steps $(DEMO_FINETUNE_STEPS) \
+	    --overwrite --prune --keep 0.5 --finetune_steps $(DEMO_FINETUNE_STEPS) --control \
 	    --learning_rate 1e-3 --synthetic_size $(DEMO_SCENE_SIZE) \
 	    --input_size $(DEMO_INPUT_SIZE) \
-	    --quantize fp32,fp16,dynamic,int8,qat --formats saved_model,tflite,onnx \
+	    --quantize fp32,fp16,dynamic,int8,qat --formats saved_model,tflite,onnx,openvino \
 	    --qat_steps $(DEMO_QAT_STEPS) --calibration_images $(DEMO_CALIBRATION) \
-	    --parity_images $(DEMO_PARITY) --eval_images $(DEMO_EVAL)
+	    --parity_images $(DEMO_PARITY) --eval_images $(DEMO_EVAL) $(DEMO_FLOOR_FLAGS)
 	@echo "== demo 4/6: benchmark every artifact"
 	$(PY) -m benchmarks.latency --export_dir $(DEMO_DIR)/export $(DEMO_BENCH_FLAGS) \
 	    --json $(DEMO_DIR)/latency.json

@@ -12,9 +12,10 @@ in its own process (benchmarks.latency_lib). Results are rewritten to --json (at
 after every case; SIGINT/SIGTERM stop the run (exit code 75, the partial results kept in
 --json with "complete": false); a rerun starts over.
 
-Runtimes (--runtimes takes these names and the families tf, tflite, onnx): every runtime
-registered in deploy.runtimes, e.g. tf_cpu, tf_gpu, tf_xla_cpu (only by name or with --xla);
-tflite_xnnpack, tflite_reference, tflite_gpu; onnxruntime_cpu, onnxruntime_cuda.
+Runtimes (--runtimes takes these names and the families tf, tflite, onnx, openvino): every
+runtime registered in deploy.runtimes: tf_cpu, tf_cpu_bf16, tf_gpu, tf_xla_cpu (only by name
+or with --xla); tflite_xnnpack, tflite_reference, tflite_xnnpack_fp16, tflite_gpu;
+onnxruntime_cpu, onnxruntime_cuda; openvino_cpu, openvino_cpu_bf16.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import json
 from absl import app, flags, logging
 
 from benchmarks.latency_lib import benchmark, parse_runtimes, parse_threads
+from deploy import runtimes
 from icnet import exits
 from icnet.fileio import atomic_write_bytes
 
 flags.DEFINE_string("export_dir", None, "Export directory (see deploy.export).")
-flags.DEFINE_string("runtimes", "tf,tflite,onnx", "Comma-separated runtimes or families.")
+flags.DEFINE_string("runtimes", ",".join(runtimes.FAMILIES),
+                    "Comma-separated runtimes or families.")
 flags.DEFINE_string("threads", "1,2", "Comma-separated thread counts of the CPU runtimes.")
 flags.DEFINE_integer("warmup", 3, "Untimed calls before timing (the first is one of them).")
 flags.DEFINE_integer("runs", 10, "Timed calls per case and round.")

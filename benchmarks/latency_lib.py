@@ -29,7 +29,6 @@ from benchmarks.timing import summarize
 from deploy import layout, runtimes
 from deploy.report import ExportReport
 from icnet.exits import OptionError
-from icnet.fileio import size_on_disk
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FORMAT_ORDER = {fmt: index for index, fmt in enumerate(("saved_model", "onnx", "tflite"))}
@@ -37,13 +36,15 @@ _FORMAT_ORDER = {fmt: index for index, fmt in enumerate(("saved_model", "onnx", 
 
 @dataclasses.dataclass(frozen=True)
 class Artifact:
-    """One artifact to time: its path (relative to the export dir), what it is, its size."""
+    """One artifact to time: its path (relative to the export dir), what it is, its size,
+    and (runtime -> what fell below the export's accuracy floors) where something did."""
 
     path: str
     format: str
     model: str | None
     quantization: str | None
     size_bytes: int
+    below_floor: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,9 @@ def artifacts_of(export_dir: str, report: ExportReport | None) -> tuple[list[Art
             path=name.path, format=name.format,
             model=entry.model if entry else name.model,
             quantization=entry.quantization if entry else name.quantization,
-            size_bytes=size_on_disk(os.path.join(export_dir, name.path))))
+            size_bytes=layout.artifact_size(os.path.join(export_dir, name.path)),
+            below_floor=tuple((v.runtime, v.below_floor) for v in
+                              (entry.verifications if entry else []) if v.below_floor)))
     found.sort(key=lambda a: (_FORMAT_ORDER.get(a.format, len(_FORMAT_ORDER)), a.path))
     on_disk = {os.path.normpath(a.path) for a in found}
     return found, sorted(p for p in listed if p not in on_disk)
@@ -205,17 +208,24 @@ def run_worker(command: Sequence[str], result_path: str, env: dict | None,
     return result
 
 
-def run_in_subprocess(export_dir: str, case: Case, warmup: int, runs: int, seed: int,
-                      timeout_s: float) -> dict:
-    """Runs one case in a fresh `benchmarks.worker` process (see `run_worker`)."""
-    runtime = runtimes.get(case.runtime)
-    spec = {"path": os.path.join(export_dir, case.artifact.path), "runtime": case.runtime,
-            "module": type(runtime).__module__, "threads": case.threads, "warmup": warmup,
-            "runs": runs, "seed": seed}
+def time_artifact(path: str, name: str, threads: int | None, warmup: int, runs: int,
+                  seed: int = 0, timeout_s: float = 600) -> dict:
+    """Times one artifact under one runtime in a fresh `benchmarks.worker` process (see
+    `run_worker`)."""
+    runtime = runtimes.get(name)
+    spec = {"path": path, "runtime": name, "module": type(runtime).__module__,
+            "threads": threads, "warmup": warmup, "runs": runs, "seed": seed}
     with tempfile.TemporaryDirectory(prefix="latency_case_") as tmp:
         out = os.path.join(tmp, "result.json")
         command = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec), out]
-        return run_worker(command, out, _worker_env(runtime, case.threads), timeout_s)
+        return run_worker(command, out, _worker_env(runtime, threads), timeout_s)
+
+
+def run_in_subprocess(export_dir: str, case: Case, warmup: int, runs: int, seed: int,
+                      timeout_s: float) -> dict:
+    """Runs one case of an export in a fresh worker process (`time_artifact`)."""
+    return time_artifact(os.path.join(export_dir, case.artifact.path), case.runtime,
+                         case.threads, warmup, runs, seed, timeout_s)
 
 
 def merge_rounds(outcomes: Sequence[dict]) -> dict:
@@ -248,6 +258,7 @@ def _case_result(case: Case, outcome: dict) -> dict:
     return {"artifact": artifact.path, "model": artifact.model, "format": artifact.format,
             "quantization": artifact.quantization, "size_bytes": artifact.size_bytes,
             "runtime": case.runtime, "threads": case.threads,
+            "below_floor": dict(artifact.below_floor).get(case.runtime),
             **{key: None for key in _RESULT_KEYS}, **outcome}
 
 

@@ -12,30 +12,13 @@ import platform
 import shutil
 import subprocess
 
+from icnet.cpu import cpuinfo
+
 # CPU features that decide which kernels TensorFlow (oneDNN), XNNPACK and ONNX Runtime use.
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
              "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8",
              "amx_bf16")
-PACKAGES = ("tensorflow", "ai-edge-litert", "onnxruntime", "numpy")
-
-
-def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str | None, set[str]]:
-    """(the first "model name", the first "flags" set) of /proc/cpuinfo."""
-    model, cpu_flags = None, None
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model is None:
-                    model = value.strip()
-                elif key == "flags" and cpu_flags is None:
-                    cpu_flags = set(value.split())
-                if model is not None and cpu_flags is not None:
-                    break
-    except OSError:
-        pass
-    return model, cpu_flags or set()
+PACKAGES = ("tensorflow", "ai-edge-litert", "onnxruntime", "openvino", "nncf", "numpy")
 
 
 def _memory_total(path: str = "/proc/meminfo") -> int | None:
@@ -73,7 +56,7 @@ def package_version(name: str) -> str | None:
 
 def machine_info() -> dict:
     """The machine as a JSON-able dict (missing facts are None or empty)."""
-    model, cpu_flags = _cpuinfo()
+    model, cpu_flags = cpuinfo()
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

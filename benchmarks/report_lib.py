@@ -14,7 +14,8 @@ import io
 import json
 import os
 
-from deploy.report import ExportReport, ModelReport, Verification, percent, size_text
+from deploy.report import (ExportReport, ModelReport, Verification, percent, points,
+                           prune_lines, size_text)
 from icnet.exits import OptionError
 from icnet.fileio import atomic_write_bytes
 
@@ -104,7 +105,8 @@ def verification(report: ExportReport, result: dict) -> Verification | None:
 
 def _label(model: str | None, fmt: str, quantization: str, runtime: str,
            threads: int | None) -> str:
-    kind = {"saved_model": "SavedModel", "tflite": "TFLite", "onnx": "ONNX"}.get(fmt, fmt)
+    kind = {"saved_model": "SavedModel", "tflite": "TFLite", "onnx": "ONNX",
+            "openvino": "OpenVINO IR"}.get(fmt, fmt)
     where = "" if threads is None else f", {threads} threads"
     return f"{model or '(none)'} {quantization} {kind} under {runtime}{where}"
 
@@ -134,8 +136,7 @@ def acceptance_ratios(results: list[dict], report: ExportReport, threads: int = 
 
     Returns:
       Rows {"check", "numerator", "denominator", "value", "target", "met", "why"}: `met` is
-      True/False, or None with `why` when a needed result is missing or not ok. The
-      "fastest CPU artifact" row has no target; its `value` names the fastest result.
+      True/False, or None with `why` when a needed result is missing or not ok.
     """
     full, pruned = report.full_width_model(), report.pruned_model()
     no_pruned = None if pruned else "the export has no pruned model"
@@ -151,7 +152,13 @@ def acceptance_ratios(results: list[dict], report: ExportReport, threads: int = 
         _ratio("pruned int8 TFLite XNNPACK / pruned fp32 SavedModel tf_cpu",
                (pruned, "tflite", "int8", "tflite_xnnpack", threads),
                (pruned, "saved_model", "fp32", "tf_cpu", threads), 0.45, results, no_pruned),
-        _fastest_cpu(results, pruned, threads, no_pruned),
+        _fastest_verified(results, report, pruned, threads, no_pruned),
+        _verified_ratio(_ratio("full-width fp32 SavedModel tf_cpu_bf16 / tf_cpu",
+                               (full, "saved_model", "fp32", "tf_cpu_bf16", threads),
+                               (full, "saved_model", "fp32", "tf_cpu", threads), 0.5, results,
+                               no_full),
+                        report, find(results, full, "saved_model", "fp32", "tf_cpu_bf16",
+                                     threads), min_agreement=0.99),
     ]
     for model in _model_names(results, report):
         rows.append(_ratio(f"TFLite fp32 XNNPACK / SavedModel tf_cpu ({model})",
@@ -163,27 +170,59 @@ def acceptance_ratios(results: list[dict], report: ExportReport, threads: int = 
     return rows
 
 
-def _fastest_cpu(results: list[dict], pruned: str | None, threads: int,
-                 missing_model: str | None) -> dict:
-    row = {"check": "pruned int8 TFLite XNNPACK (post-training or QAT) is the fastest CPU "
-                    "artifact",
-           "numerator": _label(pruned, "tflite", "int8", "tflite_xnnpack", threads),
-           "denominator": f"every ok CPU result at {threads} threads", "target": None,
-           "value": None, "met": None, "why": missing_model}
-    if missing_model:
+def _verified_ratio(row: dict, report: ExportReport, result: dict | None,
+                    min_agreement: float, max_miou_drop: float | None = None) -> dict:
+    """A ratio row that is met only if its numerator's verification holds too."""
+    checked = verification(report, result) if result else None
+    if row["met"] is None:
         return row
-    mine = find(results, pruned, "tflite", "int8", "tflite_xnnpack", threads)
-    if not _ok(mine):
-        row["why"] = f"no ok result for {row['numerator']}"
-        return row
-    cpu = [r for r in results if _ok(r) and r.get("threads") == threads]
-    fastest = min(cpu, key=lambda r: r["median_s"])
-    row["value"] = f"fastest: `{fastest['artifact']}` {fastest['runtime']} ({_ms(fastest)})"
-    # Both int8 flatbuffers of the pruned model (post-training and QAT) are "the int8 model".
-    fastest_is_int8 = (fastest.get("model") == pruned and fastest.get("format") == "tflite"
-                       and fastest.get("quantization") in ("int8", "qat"))
-    row["met"] = fastest_is_int8 or fastest["median_s"] >= mine["median_s"]
-    return row
+    if checked is None or checked.argmax_agreement is None:
+        return {**row, "met": None, "why": "the numerator has no verification in the export"}
+    notes = [f"agreement {percent(checked.argmax_agreement, 2)} (>= {percent(min_agreement, 0)})"]
+    met = row["met"] and checked.argmax_agreement >= min_agreement
+    if max_miou_drop is not None:
+        notes.append(f"mIoU {points(checked.miou_delta)} against its fp32 model (>= "
+                     f"-{100 * max_miou_drop:g} pt)")
+        met = met and checked.miou_delta is not None and checked.miou_delta >= -max_miou_drop
+    return {**row, "met": met, "value": row["value"], "note": ", ".join(notes)}
+
+
+# What "verified" means for the fastest-artifact check and "what to deploy": the export
+# verified the artifact under that runtime and it kept its fp32 model's accuracy.
+MIN_AGREEMENT, MAX_MIOU_DROP = 0.98, 0.01
+
+
+def passes(checked: Verification | None) -> bool:
+    """Verified, above the export's floors, and within MIN_AGREEMENT and MAX_MIOU_DROP."""
+    return (checked is not None and checked.passed
+            and checked.argmax_agreement >= MIN_AGREEMENT
+            and (checked.miou_delta is None or checked.miou_delta >= -MAX_MIOU_DROP))
+
+
+def fastest_verified(results: list[dict], report: ExportReport, model: str | None,
+                     threads: int) -> dict | None:
+    """The fastest ok CPU result of `model` at `threads` whose artifact the export verified
+    under that runtime with at least MIN_AGREEMENT argmax agreement and at most MAX_MIOU_DROP
+    of mIoU lost against its fp32 model."""
+    cpu = [r for r in results if _ok(r) and r.get("model") == model
+           and r.get("threads") == threads and passes(verification(report, r))]
+    return min(cpu, key=lambda r: r["median_s"]) if cpu else None
+
+
+def _fastest_verified(results: list[dict], report: ExportReport, pruned: str | None,
+                      threads: int, missing_model: str | None) -> dict:
+    """The kit's fastest verified CPU artifact of the pruned model against its int8 TFLite
+    under XNNPACK: at most 0.7x, with MIN_AGREEMENT agreement and at most MAX_MIOU_DROP of
+    mIoU lost."""
+    fastest = fastest_verified(results, report, pruned, threads)
+    numerator = ((pruned, fastest["format"], fastest["quantization"], fastest["runtime"],
+                  threads) if fastest else (pruned, "any", "any", "the fastest runtime", threads))
+    row = _ratio("fastest verified CPU artifact of the pruned model / pruned int8 TFLite "
+                 "XNNPACK", numerator, (pruned, "tflite", "int8", "tflite_xnnpack", threads),
+                 0.7, results, missing_model or (
+                     None if fastest else "no ok CPU result of the pruned model passes its "
+                                          "verification"))
+    return _verified_ratio(row, report, fastest, MIN_AGREEMENT, MAX_MIOU_DROP)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +252,8 @@ def _threads(result: dict) -> str:
 
 
 _TABLE_HEADER = ("| artifact | model | format | quant | runtime | threads | status | size | "
-                 "params | GFLOPs | mIoU | median | p90 | fps | peak RSS | speedup | note |")
+                 "params | GFLOPs | agreement | mIoU | median | p90 | fps | peak RSS | speedup | "
+                 "note |")
 
 
 def result_rows(latency: dict, report: ExportReport) -> list[str]:
@@ -239,7 +279,8 @@ def result_rows(latency: dict, report: ExportReport) -> list[str]:
         cells = [f"`{r.get('artifact')}`", r.get("model") or "n/a", r.get("format") or "n/a",
                  r.get("quantization") or "n/a", r.get("runtime"), _threads(r),
                  r.get("status", "n/a"), size_text(r.get("size_bytes")), _params(model),
-                 _gflops(model), percent(checked.miou if checked else None),
+                 _gflops(model), percent(checked.argmax_agreement if checked else None, 2),
+                 percent(checked.miou if checked else None),
                  _ms(r) if ok else "n/a", _ms(r, "p90_s") if ok else "n/a",
                  f"{r['fps']:.1f}" if ok and r.get("fps") else "n/a",
                  f"{peak / 2**20:.0f} MiB" if ok and peak else "n/a", speed, _cell(note)]
@@ -318,6 +359,61 @@ def _reference_lines(latency: dict, report: ExportReport, threads: int) -> list[
     return lines
 
 
+def _deployment_row(target: str, result: dict | None, report: ExportReport,
+                    why: str) -> str:
+    if result is None:
+        return f"| {target} | n/a | n/a | n/a | n/a | n/a | {why} |"
+    checked = verification(report, result)
+    timing = _ms(result) if _ok(result) else (
+        f"{result.get('status')}: {_cell(result.get('reason') or result.get('error'), 120)}")
+    return (f"| {target} | `{result['artifact']}` | {result['runtime']} | {timing} | "
+            f"{percent(checked.argmax_agreement if checked else None, 2)} | "
+            f"{percent(checked.miou if checked else None)} | {why} |")
+
+
+def deployment_lines(latency: dict, report: ExportReport, threads: int) -> list[str]:
+    """What to deploy where, from this run: per target the artifact and runtime to use, and
+    every verified CPU result of the deployed (pruned) model, fastest first."""
+    results = latency.get("results") or []
+    model = report.pruned_model() or report.full_width_model()
+    if model is None:
+        return []
+    fastest = fastest_verified(results, report, model, threads)
+    serving = (find(results, model, "saved_model", "fp32", "tf_cpu_bf16", threads)
+               if _ok(find(results, model, "saved_model", "fp32", "tf_cpu_bf16", threads))
+               else find(results, model, "saved_model", "fp32", "tf_cpu", threads))
+    lines = [f"## What to deploy (model `{model}`, measured here at {threads} threads)", "",
+             "| target | artifact | runtime | median | agreement | mIoU | why |",
+             "|---|---|---|---|---|---|---|",
+             _deployment_row("Intel/AMD server with TF Serving", serving, report,
+                             "TF Serving loads the SavedModel as is; for tf_cpu_bf16 enable "
+                             "oneDNN bf16 auto mixed precision in its session config (see the "
+                             "README)"),
+             _deployment_row("x86 edge box or server, any runtime", fastest, report,
+                             f"the fastest CPU result of this run with at least "
+                             f"{percent(MIN_AGREEMENT, 0)} agreement and at most "
+                             f"{100 * MAX_MIOU_DROP:g} pt of mIoU lost"),
+             _deployment_row("ARM phone CPU", find(results, model, "tflite", "int8",
+                                                   "tflite_xnnpack", threads), report,
+                             "int8 XNNPACK kernels exist on ARM too; timed on this x86 CPU, "
+                             "not on a phone"),
+             _deployment_row("mobile GPU", find(results, model, "tflite", "fp16", "tflite_gpu",
+                                                None), report,
+                             "fp16 weights for the GPU delegate (LiteRT CompiledModel, GPU)"),
+             "", f"Every verified CPU result of `{model}` at {threads} threads, fastest first "
+                 f"(those below the accuracy bar marked):",
+             "", "| artifact | runtime | median | agreement | mIoU |", "|---|---|---|---|---|"]
+    verified = sorted((r for r in results if _ok(r) and r.get("model") == model
+                       and r.get("threads") == threads and verification(report, r)),
+                      key=lambda r: r["median_s"])
+    for r in verified:
+        checked = verification(report, r)
+        mark = "" if passes(checked) else " (below the bar)"
+        lines.append(f"| `{r['artifact']}` | {r['runtime']} | {_ms(r)} | "
+                     f"{percent(checked.argmax_agreement, 2)}{mark} | {percent(checked.miou)} |")
+    return lines
+
+
 def _timing_text(settings: dict) -> str:
     rounds = settings.get("rounds") or 1
     text = (f"{settings.get('warmup', 'n/a')} warm-up calls, then {settings.get('runs', 'n/a')} "
@@ -354,7 +450,10 @@ def markdown(latency: dict, report: ExportReport, ratio_threads: int = 2,
     for name, model in report.models.items():
         lines.append(f"- model `{name}`: {_params(model)} parameters, {_gflops(model)} GFLOPs, "
                      f"{'pruned' if model.pruned else 'unpruned'}, fp32 mIoU "
-                     f"{percent(_model_miou(report, name))}")
+                     f"{percent(_model_miou(report, name))}"
+                     + (f" ({model.note})" if model.note else ""))
+    if report.prune:
+        lines += ["", "## Pruning", ""] + prune_lines(report.prune)
     lines += ["", "## Results", ""]
     bases = [baseline(results, full, t)
              for t in sorted({r.get("threads") for r in results if r.get("threads")})]
@@ -368,9 +467,10 @@ def markdown(latency: dict, report: ExportReport, ratio_threads: int = 2,
                      f"model ({full or 'none identified'}); speedups are n/a.")
     lines += ["", "Every runtime times the same work: one uint8 image in, the 1/4-resolution "
               "logits out (the SavedModel's and ONNX model's `class_ids` output is not "
-              "fetched). mIoU is the export report's verification of the artifact under that "
+              "fetched). Agreement (argmax agreement of the logits with the model's own fp32 Keras "
+              "model) and mIoU are the export report's verification of the artifact under that "
               "runtime (n/a for runtimes the export does not verify).", "",
-              _TABLE_HEADER, "|---" * 17 + "|"]
+              _TABLE_HEADER, "|---" * 18 + "|"]
     lines += result_rows(latency, report)
     lines += ["", f"## Acceptance ratios ({ratio_threads} threads)", "",
               "Ratios of median latencies; met when the measured value is at most the target.",
@@ -385,11 +485,12 @@ def markdown(latency: dict, report: ExportReport, ratio_threads: int = 2,
         value_text = "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float)
                                                   else value)
         target = "n/a" if row["target"] is None else f"<= {row['target']}"
-        if row["target"] is None and row["met"] is not None:
-            target = "fastest"
+        if row.get("note"):
+            verdict += f" ({row['note']})"
         lines.append(f"| {row['check']} | {_cell(row['numerator'])} | "
                      f"{_cell(row['denominator'])} | {_cell(value_text)} | {target} | "
                      f"{_cell(verdict, 400)} |")
+    lines += [""] + deployment_lines(latency, report, ratio_threads)
     lines += [""] + _reference_lines(latency, report, ratio_threads)
     if plots:
         lines += ["", "## Plots", "", f"![mIoU against median latency]({plots[0]})", "",

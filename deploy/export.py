@@ -17,8 +17,13 @@ in one step, so after a crash at any moment --export_dir holds the old export or
 never a mix. An existing export is kept unless --overwrite, which replaces it, keeping the
 other SavedModel versions of the models it writes (TF Serving's version history).
 
+Every artifact is verified under every runtime that runs it; one below an accuracy floor
+(--min_agreement, --max_miou_drop) makes the export exit with code 3 after writing it
+(--nofloors: only marked in the report).
+
 What a user rarely sets comes from the model or has a default: the data (--dataset and the
-rest) is the model's training data (its train_summary.json) unless a data flag is given,
+rest; a list dataset's files and classes only from the model) is the model's training data
+(its train_summary.json) unless a data flag is given,
 with synthetic scenes at --input_size; a pruning fine-tune trains like the source did, at
 --learning_rate; QAT runs at half the export size when that is a 32k+1 size (1025x2049 ->
 513x1025). SIGINT/SIGTERM exit with code 75; during a pruning fine-tune they save a checkpoint,
@@ -68,10 +73,18 @@ flags.DEFINE_bool("export_unpruned", True, "With --prune, also export the source
                   "(fp32, every format) as <model_name>_unpruned, side by side.")
 define_pruning_flags()
 flags.DEFINE_float("learning_rate", 5e-4, "Base learning rate of the pruning fine-tune.")
-define_data_flags(exclude=("synthetic_count",))
+flags.DEFINE_float("min_agreement", None, "Argmax agreement every artifact must keep with its "
+                   "fp32 model under every runtime (default: 0.999 for fp32/fp16 in float32 "
+                   "arithmetic, 0.98 for dynamic/int8/qat and bf16/fp16 runtimes).")
+flags.DEFINE_float("max_miou_drop", 1.0, "mIoU points an artifact may lose against its fp32 "
+                   "model.")
+flags.DEFINE_bool("floors", True, "Exit with code 3 when an artifact is below a floor (the "
+                  "export is still written, its report marking it); --nofloors only marks.")
+define_data_flags(exclude=("synthetic_count", "train_list", "val_list", "label_map",
+                           "num_classes"))
 FLAGS = flags.FLAGS
 PRUNE_ONLY_FLAGS = ("export_unpruned", "keep", "keep_overrides", "plan", "round_to",
-                    "finetune_steps", "learning_rate")
+                    "finetune_steps", "learning_rate", "criterion", "control")
 
 
 def _options() -> ExportOptions:
@@ -89,7 +102,9 @@ def _options() -> ExportOptions:
         formats=formats, quantizations=quantizations, overwrite=FLAGS.overwrite,
         parity_images=FLAGS.parity_images, eval_images=FLAGS.eval_images,
         calibration_images=FLAGS.calibration_images, qat_steps=FLAGS.qat_steps,
-        gpu_check=FLAGS.gpu_check, seed=FLAGS.seed, export_unpruned=FLAGS.export_unpruned)
+        gpu_check=FLAGS.gpu_check, seed=FLAGS.seed, export_unpruned=FLAGS.export_unpruned,
+        min_agreement=FLAGS.min_agreement, max_miou_drop=FLAGS.max_miou_drop / 100,
+        floors=FLAGS.floors)
 
 
 def _main() -> None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import tempfile
 import time
 
 import tf_keras
 from absl import logging
 
-from deploy import layout, onnx_writer, serving, tflite_writer
+from deploy import layout, onnx_writer, openvino_writer, runtimes, serving, tflite_writer
 from deploy.prune_lib import PruneOptions, prune_into, work_dir_for
 from deploy.quantize import (QAT_LOSSES, calibrate_ranges, finetune,
                              quantization_aware_model, quantization_spec, transfer_qat_weights)
@@ -32,8 +33,8 @@ from deploy.verify import SourceImages, compare_sessions, evaluate_sessions
 from icnet.checkpoint import model_dir_of
 from icnet.config import ICNetConfig
 from icnet.data import Source, train_dataset
-from icnet.exits import OptionError
-from icnet.fileio import holds, size_on_disk
+from icnet.exits import FloorFailed, OptionError
+from icnet.fileio import holds
 from icnet.image_io import MAX_IMAGE_PIXELS
 from icnet.inference import build_inference_model, load_weights, merged
 from icnet.model import MIN_INPUT_SIZE
@@ -81,7 +82,13 @@ class ExportOptions:
       gpu_check: run the TFLite Analyzer's GPU-delegate check.
       seed: seed of the QAT data order.
       export_unpruned: when pruning, also export the source model (fp32, every format) as
-        `<model_name>_unpruned`, for comparison.
+        `<model_name>_unpruned`, for comparison (with the pruning's `control`, the
+        equal-budget control instead: the source fine-tuned as long as the pruned model).
+      min_agreement: the argmax agreement every (artifact, runtime) must keep with its fp32
+        model; None: `default_min_agreement`.
+      max_miou_drop: the mIoU (a fraction) it may lose against its fp32 model.
+      floors: raise `icnet.exits.FloorFailed` (after publishing the export, whose report
+        marks them) when some fall below; False only marks them.
     """
 
     export_dir: str
@@ -105,6 +112,9 @@ class ExportOptions:
     gpu_check: bool = True
     seed: int = 0
     export_unpruned: bool = True
+    min_agreement: float | None = None
+    max_miou_drop: float = 0.01
+    floors: bool = True
 
     def __post_init__(self):
         try:
@@ -144,6 +154,11 @@ class ExportOptions:
                                             f"{onnx_writer.OPSETS.stop - 1}, got {self.onnx_opset}")
         if self.threads is not None and self.threads < 1:
             raise OptionError("threads", f"must be >= 1 (or unset), got {self.threads}")
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
+            raise OptionError("min_agreement", f"must be a fraction in [0, 1], got "
+                                               f"{self.min_agreement}")
+        if self.max_miou_drop < 0:
+            raise OptionError("max_miou_drop", f"must be >= 0, got {self.max_miou_drop}")
         if self.max_image_pixels < serving.WARMUP_PNG_SIDE ** 2:
             raise OptionError("max_image_pixels", f"must be at least "
                               f"{serving.WARMUP_PNG_SIDE ** 2} (the {serving.WARMUP_PNG_SIDE}x"
@@ -152,10 +167,10 @@ class ExportOptions:
 
     def artifacts(self) -> list[tuple[str, str]]:
         """(format, quantization) of every artifact of one model, in writing order: the
-        SavedModel and ONNX always at fp32 (and ONNX also at int8 when asked), TFLite at
-        every quantization asked for."""
+        SavedModel, ONNX and OpenVINO always at fp32 (ONNX and OpenVINO also at int8 when
+        asked), TFLite at every quantization asked for."""
         result = []
-        for fmt in ("saved_model", "onnx", "tflite"):
+        for fmt in ("saved_model", "onnx", "openvino", "tflite"):
             if fmt in self.formats:
                 wanted = self.quantizations if fmt == "tflite" else ("fp32", *self.quantizations)
                 result += [(fmt, q) for q in dict.fromkeys(wanted)
@@ -235,12 +250,14 @@ def _qat_model(float_model: tf_keras.Model, config: ICNetConfig, weights: Weight
 class _Writer:
     """Writes one model's artifacts into the staging directory and describes them."""
 
-    def __init__(self, staging: Staging, options: ExportOptions, train_source: Source | None):
-        self.staging, self.options = staging, options
+    def __init__(self, staging: Staging, options: ExportOptions, train_source: Source | None,
+                 scratch: str):
+        self.staging, self.options, self.scratch = staging, options, scratch
         self.calibration = (SourceImages(train_source, options.calibration_images,
                                          options.input_size) if train_source else None)
         self.train_source = train_source
         self.qat: QatReport | None = None
+        self._openvino_fp32 = {}
 
     def write(self, options: ExportOptions, model: tf_keras.Model, config: ICNetConfig,
               weights: WeightDict) -> list[ArtifactReport]:
@@ -252,10 +269,19 @@ class _Writer:
             artifact = ArtifactReport(path=relative, model=options.model_name, format=fmt,
                                       quantization=quantization, size_bytes=0)
             getattr(self, f"_{fmt}")(artifact, path, options, model, config, weights)
-            artifact.size_bytes = size_on_disk(path)
+            artifact.size_bytes = layout.artifact_size(path)
             logging.info("export: wrote %s (%d bytes)", relative, artifact.size_bytes)
             artifacts.append(artifact)
         return artifacts
+
+    def _calibrated(self, artifact: ArtifactReport) -> SourceImages | None:
+        """The calibration images of an integer artifact (logged), else None."""
+        if artifact.quantization != "int8":
+            return None
+        logging.info("export: calibrating %s on %d %s training images", artifact.path,
+                     len(self.calibration), self.train_source.name)
+        artifact.calibration_images = len(self.calibration)
+        return self.calibration
 
     def _saved_model(self, artifact, path, options, model, config, weights) -> None:
         module = serving.ICNetServingModule(model, options.max_image_pixels)
@@ -264,10 +290,34 @@ class _Writer:
         config.save(os.path.join(path, "assets.extra", layout.PLAN_FILENAME))
         artifact.details["signatures"] = [serving.DEFAULT_SIGNATURE, serving.BYTES_SIGNATURE]
 
+    def _fp32_onnx(self, options, model) -> str:
+        """The model's fp32 ONNX file: the staged artifact, or a scratch copy when the export
+        writes no ONNX."""
+        if "onnx" in options.formats:
+            return self.staging.path(options.path("onnx"))
+        path = os.path.join(self.scratch, f"{options.model_name}.onnx")
+        if not os.path.isfile(path):
+            module = serving.ICNetServingModule(model, options.max_image_pixels)
+            onnx_writer.write(onnx_writer.convert(module.serve_images, options.onnx_opset), path)
+        return path
+
     def _onnx(self, artifact, path, options, model, config, weights) -> None:
+        artifact.details["opset"] = options.onnx_opset
+        calibration = self._calibrated(artifact)
+        if calibration is not None:
+            onnx_writer.quantize_int8(self._fp32_onnx(options, model), path, calibration)
+            return
         module = serving.ICNetServingModule(model, options.max_image_pixels)
         onnx_writer.write(onnx_writer.convert(module.serve_images, options.onnx_opset), path)
-        artifact.details["opset"] = options.onnx_opset
+
+    def _openvino(self, artifact, path, options, model, config, weights) -> None:
+        if options.model_name not in self._openvino_fp32:
+            self._openvino_fp32[options.model_name] = openvino_writer.convert(
+                self._fp32_onnx(options, model), options.input_size)
+        fp32 = self._openvino_fp32[options.model_name]
+        calibration = self._calibrated(artifact)
+        openvino_writer.write(fp32 if calibration is None
+                              else openvino_writer.quantize_int8(fp32, calibration), path)
 
     def _tflite(self, artifact, path, options, model, config, weights) -> None:
         spec = quantization_spec(artifact.quantization)
@@ -275,14 +325,11 @@ class _Writer:
         if spec.quantization_aware:
             source_model, self.qat = _qat_model(model, config, weights, options,
                                                 self.train_source, self.calibration)
-        elif spec.calibrated:
-            logging.info("export: calibrating int8 on %d %s training images",
-                         len(self.calibration), self.train_source.name)
+        calibration = self._calibrated(artifact)
         content = tflite_writer.convert(source_model, options.input_size, artifact.quantization,
-                                        self.calibration if spec.calibrated else None)
+                                        calibration)
         tflite_writer.write(content, path)
         artifact.input_dtype = "uint8" if spec.integer_only else "float32"
-        artifact.calibration_images = len(self.calibration) if spec.calibrated else 0
         if options.gpu_check:
             verdict = tflite_writer.gpu_compatibility(content)
             artifact.gpu = GpuCheck("analyzer", verdict.compatible, list(verdict.problems))
@@ -292,11 +339,11 @@ class _Writer:
 
 
 def _model_report(model: tf_keras.Model, config: ICNetConfig, options: ExportOptions,
-                  pruned: bool) -> ModelReport:
+                  pruned: bool, note: str = "") -> ModelReport:
     flops = count_flops(model, options.input_size)
     return ModelReport(num_classes=config.num_classes, params=int(model.count_params()),
                        flops=flops, gflops=round(flops / 1e9, 3), pruned=pruned,
-                       plan=dict(config.plan))
+                       plan=dict(config.plan), note=note)
 
 
 def _sessions(staging: Staging, artifacts: list[ArtifactReport], threads: int | None) -> dict:
@@ -352,6 +399,44 @@ def _verify(report: ExportReport, references: dict[str, KerasSession], staging: 
         report.artifact(path).verifications.append(verification)
 
 
+def default_min_agreement(quantization: str, precision: str) -> float:
+    """The agreement floor of an artifact under a runtime of that arithmetic precision: 99.9%
+    where both keep float32 arithmetic (fp32, and fp16 weights computed in float32), 98% for
+    integer or reduced-precision arithmetic (dynamic, int8, qat; bf16 or fp16 runtimes)."""
+    exact = quantization in ("fp32", "fp16") and precision not in ("bf16", "fp16")
+    return 0.999 if exact else 0.98
+
+
+def _apply_floors(report: ExportReport, options: ExportOptions) -> list[tuple]:
+    """Marks every verification below its floors; returns (artifact, runtime, what) rows."""
+    failures = []
+    for artifact in report.artifacts:
+        for v in artifact.verifications:
+            problems = []
+            floor = options.min_agreement
+            if floor is None:
+                floor = default_min_agreement(artifact.quantization,
+                                              runtimes.get(v.runtime).precision)
+            if v.argmax_agreement is not None and v.argmax_agreement < floor:
+                problems.append(f"argmax agreement {100 * v.argmax_agreement:.3f}% < "
+                                f"{100 * floor:g}%")
+            if v.miou_delta is not None and v.miou_delta < -options.max_miou_drop:
+                problems.append(f"mIoU {100 * v.miou_delta:+.2f} pt < "
+                                f"-{100 * options.max_miou_drop:g} pt")
+            if problems:
+                v.below_floor = "; ".join(problems)
+                failures.append((artifact.path, v.runtime, v.below_floor))
+    return failures
+
+
+def floor_table(failures: list[tuple]) -> str:
+    """The failures as a Markdown table (what FloorFailed says)."""
+    rows = "\n".join(f"| `{path}` | {runtime} | {what} |" for path, runtime, what in failures)
+    return (f"{len(failures)} artifact verification(s) below the accuracy floors (the export "
+            f"is complete; its report marks them):\n| artifact | runtime | below the floor |\n"
+            f"|---|---|---|\n{rows}")
+
+
 def _source_path(model_path: str) -> str:
     """The real path of what `model_path` is read from: the .npy file or the model dir."""
     return os.path.realpath(model_path if model_path.endswith(".npy")
@@ -398,6 +483,8 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
     Raises:
       FileExistsError: the export directory is not empty and not `options.overwrite`.
       ValueError, FileNotFoundError: bad options, model or data.
+      icnet.exits.FloorFailed: with `options.floors`, artifacts below their accuracy floors
+        (the export is published, its report marking them).
       icnet.interrupts.Interrupted: a signal (a pruning fine-tune's work is kept).
     """
     begin = time.time()
@@ -406,7 +493,7 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
     _check_source_is_safe(model_path, options.export_dir)
     staging = Staging(options.export_dir, options.overwrite, replaceable=_export_problem)
     work = work_dir_for(staging.target)
-    with staging:
+    with staging, tempfile.TemporaryDirectory(prefix="icnet_export_") as scratch:
         logging.info("export: staging in %s", staging.root)
         unpruned = options.unpruned() if prune is not None and options.export_unpruned else None
         for model in (m for m in (unpruned, options) if m and "saved_model" in m.formats):
@@ -419,30 +506,38 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
                               models={}, artifacts=[],
                               data={"train": getattr(train_source, "name", None),
                                     "eval": getattr(eval_source, "name", None)})
-        writer = _Writer(staging, options, train_source)
+        writer = _Writer(staging, options, train_source, scratch)
         references = {}
-        if unpruned is not None:
-            source_config, source_weights = merged(config, weights)
-            logging.info("export: building the unpruned fp32 model at %dx%d",
-                         *options.input_size)
-            source_model = build_inference_model(source_config, source_weights,
-                                                 options.input_size)
-            report.models[unpruned.model_name] = _model_report(source_model, source_config,
-                                                               options, pruned=False)
-            report.artifacts += writer.write(unpruned, source_model, source_config,
-                                             source_weights)
-            references[unpruned.model_name] = KerasSession(source_model)
+        source_config, source_weights = config, weights
         if prune is not None:
             pruned_dir = staging.path(layout.PRUNED_MODEL_DIR)
             logging.info("export: pruning %s (schedule %s) into %s", model_path,
                          list(prune.schedule), layout.PRUNED_MODEL_DIR)
-            # Both models' mIoU is measured below when the unpruned one is exported too.
+            # Both models' mIoU is measured below when the unpruned one is exported too
+            # (the pruning measures its control and stages itself only when asked to).
             report.prune = prune_into(
                 model_path, pruned_dir,
-                dataclasses.replace(prune, input_size=options.input_size,
-                                    eval_images=0 if unpruned else options.eval_images),
+                dataclasses.replace(prune, input_size=options.input_size, eval_images=(
+                    options.eval_images if prune.control or not unpruned else 0)),
                 train_source, eval_source, os.path.join(work, "prune"))
             config, weights = load_weights(pruned_dir)
+            if report.prune.control is not None:  # the unpruned model at equal training
+                source_config, source_weights = load_weights(
+                    os.path.join(pruned_dir, report.prune.control.directory))
+        if unpruned is not None:
+            source_config, source_weights = merged(source_config, source_weights)
+            logging.info("export: building the unpruned fp32 model at %dx%d",
+                         *options.input_size)
+            source_model = build_inference_model(source_config, source_weights,
+                                                 options.input_size)
+            report.models[unpruned.model_name] = _model_report(
+                source_model, source_config, options, pruned=False,
+                note=(f"the source fine-tuned {report.prune.control.steps} more steps, as long "
+                      f"as the pruned model: the equal-budget control"
+                      if report.prune.control else "the source as trained"))
+            report.artifacts += writer.write(unpruned, source_model, source_config,
+                                             source_weights)
+            references[unpruned.model_name] = KerasSession(source_model)
         config, weights = merged(config, weights)
         config.save(staging.path(layout.PLAN_FILENAME))
         logging.info("export: building the fp32 model at %dx%d", *options.input_size)
@@ -453,6 +548,7 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
         report.qat = writer.qat
         references[options.model_name] = KerasSession(model)
         _verify(report, references, staging, options, eval_source)
+        failures = _apply_floors(report, options)
         report.seconds = round(time.time() - begin, 1)
         report.write(staging.root)
         logging.info("export: publishing into %s", staging.target)
@@ -464,6 +560,11 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
                          v.runtime, artifact.size_bytes, v.argmax_agreement, v.miou)
     logging.info("export: done in %.1f s; report %s", time.time() - begin,
                  os.path.join(options.export_dir, layout.REPORT_JSON))
+    if failures and options.floors:
+        raise FloorFailed(floor_table(failures))
+    for path, runtime, what in failures:
+        logging.warning("export: %s under %s is below the accuracy floors (%s); --nofloors "
+                        "let it pass", path, runtime, what)
     return report
 
 

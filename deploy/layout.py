@@ -5,7 +5,8 @@ deploy.predict read through it. An export directory holds one export:
 
     saved_model/<model>/<version>/     TF Serving SavedModel (fp32)
     tflite/<model>_<quantization>.tflite
-    onnx/<model>.onnx                  fp32
+    onnx/<model>.onnx                  fp32 (and onnx/<model>_int8.onnx: QDQ int8)
+    openvino/<model>.xml + .bin        OpenVINO IR, fp32 (and openvino/<model>_int8.xml: NNCF int8)
     plan.json                          the exported model's channel plan
     pruned_model/                      with pruning: checkpoint, plan.json, prune_report.json
     export_report.json / .md           the typed report (deploy.report)
@@ -21,11 +22,12 @@ import dataclasses
 import os
 import re
 
-FORMATS = ("saved_model", "tflite", "onnx")
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "qat")
 # The quantizations each format is written in (the others are TFLite's alone).
-FORMAT_QUANTIZATIONS = {"saved_model": ("fp32",), "tflite": QUANTIZATIONS, "onnx": ("fp32",)}
-EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx"}
+FORMAT_QUANTIZATIONS = {"saved_model": ("fp32",), "tflite": QUANTIZATIONS,
+                        "onnx": ("fp32", "int8"), "openvino": ("fp32", "int8")}
+EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 PLAN_FILENAME = "plan.json"
 REPORT_JSON = "export_report.json"
 REPORT_MARKDOWN = "export_report.md"
@@ -110,6 +112,21 @@ def parse_artifact_path(relative: str) -> ArtifactName | None:
     if not known or not _NAME.fullmatch(model):
         return ArtifactName(relative, fmt, None, None)
     return ArtifactName(relative, fmt, model, quantization)
+
+
+def weights_file(path: str) -> str | None:
+    """The file holding an artifact's weights beside it (an OpenVINO IR's .bin), or None."""
+    return path[:-len(".xml")] + ".bin" if path.endswith(EXTENSIONS["openvino"]) else None
+
+
+def artifact_size(path: str) -> int:
+    """Bytes of an artifact on disk: a file, its weights file, or a SavedModel directory."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(root, name))
+                   for root, _, names in os.walk(path) for name in names)
+    extra = weights_file(path)
+    return os.path.getsize(path) + (os.path.getsize(extra) if extra and os.path.isfile(extra)
+                                    else 0)
 
 
 def is_saved_model(path: str) -> bool:

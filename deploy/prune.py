@@ -58,7 +58,8 @@ def _main() -> None:
     record = {} if FLAGS.model.endswith(".npy") else read_summary(model_dir_of(FLAGS.model))
     data = data_values(record.get("data"))
     tf_keras.utils.set_random_seed(data["seed"])
-    train_source = make_data_source(data, "train") if FLAGS.finetune_steps > 0 else None
+    needs_train = FLAGS.finetune_steps > 0 or FLAGS.criterion == "taylor"
+    train_source = make_data_source(data, "train") if needs_train else None
     eval_source = make_data_source(data, "val") if FLAGS.eval_images > 0 else None
     options = prune_options_from_flags(record, train_source, FLAGS.eval_images,
                                        parse_size(FLAGS.input_size, "input_size",

@@ -26,11 +26,11 @@ from collections.abc import Mapping
 
 from absl import logging
 
-from deploy.pruning import (check_keep, check_schedule, check_target_plan, group_keeps,
-                            model_groups, override_matches, prune, prune_plan, save_checkpoint,
-                            CRITERIA)
-from deploy.report import (PRUNE_REPORT_FILENAME, FinetuneReport, Measure, PruneReport,
-                           PruneStage, from_dict, to_dict)
+from deploy.pruning import (CRITERIA, Evidence, check_keep, check_schedule, check_target_plan,
+                            group_keeps, model_groups, override_matches, prune, prune_plan,
+                            save_checkpoint)
+from deploy.report import (PRUNE_REPORT_FILENAME, ControlReport, FinetuneReport, Measure,
+                           PruneReport, PruneStage, from_dict, to_dict)
 from deploy.staging import Staging
 from icnet.checkpoint import latest_checkpoint, load_checkpoint_weights, model_dir_of
 from icnet.config import PLAN_FILENAME, ICNetConfig
@@ -63,6 +63,9 @@ class PruneOptions:
         `model_dir` is replaced by the stage's work directory), or None.
       eval_images: images for the mIoU of the source and of each stage; 0 skips evaluation.
       input_size: (H, W) at which FLOPs are counted (BN-merged model).
+      control: also fine-tune the unpruned source for as many steps as the pruned model got
+        (every stage's), with the same settings: the equal-budget control, written as the
+        model dir `control/` of the output and measured beside the pruned model.
     """
 
     schedule: tuple[float, ...] = (0.5,)
@@ -73,6 +76,7 @@ class PruneOptions:
     finetune: TrainOptions | None = None
     eval_images: int = 0
     input_size: tuple[int, int] = (1025, 2049)
+    control: bool = False
 
     def __post_init__(self):
         check_schedule(self.schedule)
@@ -87,6 +91,9 @@ class PruneOptions:
         if self.criterion not in CRITERIA:
             raise OptionError("criterion", f"unknown {self.criterion!r}; choose from "
                                            f"{', '.join(CRITERIA)}")
+        if self.control and self.finetune is None:
+            raise OptionError("control", "the equal-budget control fine-tunes the source as "
+                                         "long as the pruned model: it needs fine-tuning steps")
 
 
 def work_dir_for(target: str) -> str:
@@ -212,15 +219,30 @@ def _describe(measure: Measure, input_size: tuple[int, int]) -> str:
 
 def _check_sources(config: ICNetConfig, options: PruneOptions, train_source: Source | None,
                    eval_source: Source | None) -> None:
-    if options.finetune is not None and train_source is None:
-        raise ValueError("fine-tuning needs a training data source")
+    if (options.finetune is not None or options.criterion == "taylor") and train_source is None:
+        raise ValueError("fine-tuning and the taylor criterion need a training data source")
     if options.eval_images > 0 and eval_source is None:
         raise ValueError("evaluation needs a validation data source")
-    for what, source in (("training", train_source if options.finetune else None),
+    for what, source in (("training", train_source),
                          ("evaluation", eval_source if options.eval_images else None)):
         if source is not None and source.num_classes != config.num_classes:
             raise ValueError(f"the {what} data has {source.num_classes} classes, the model "
                              f"{config.num_classes}")
+
+
+def _evidence(config: ICNetConfig, weights: WeightDict, options: PruneOptions,
+              train_source: Source | None) -> Evidence:
+    """What the criterion needs beyond the weights (Taylor scores on training batches)."""
+    seed = options.finetune.seed if options.finetune else 0
+    if options.criterion != "taylor":
+        return Evidence(seed=seed)
+    if train_source is None:
+        raise ValueError("the taylor criterion needs a training data source")
+    from deploy.taylor import taylor_scores  # TensorFlow gradients, only when asked for
+
+    crop = options.finetune.crop_size if options.finetune else TrainOptions.crop_size
+    return Evidence(taylor=taylor_scores(config, weights, train_source, crop, seed=seed),
+                    seed=seed)
 
 
 def _run_stage(number: int, count: int, target: tuple, config: ICNetConfig,
@@ -230,9 +252,11 @@ def _run_stage(number: int, count: int, target: tuple, config: ICNetConfig,
     """Prunes to one stage's plan and fine-tunes it in `stage_dir` (resuming there)."""
     keep, plan, overrides = target
     begin = time.time()
-    logging.info("stage %d/%d: keep %s%s", number, count, keep if keep is not None else "plan",
-                 f" with overrides {overrides}" if overrides else "")
-    config, weights = prune(config, weights, plan, options.criterion)
+    logging.info("stage %d/%d: keep %s%s (criterion %s)", number, count,
+                 keep if keep is not None else "plan",
+                 f" with overrides {overrides}" if overrides else "", options.criterion)
+    config, weights = prune(config, weights, plan, options.criterion,
+                            _evidence(config, weights, options, train_source))
     stage = PruneStage(stage=number, keep=keep, overrides=overrides, plan=dict(config.plan),
                        measure=Measure(0, 0, 0.0))
     if options.finetune is not None:
@@ -261,6 +285,35 @@ def _run_stage(number: int, count: int, target: tuple, config: ICNetConfig,
     return config, weights, stage
 
 
+def _control(source: str, directory: str, options: PruneOptions, train_source: Source,
+             eval_source: Source | None, control_dir: str, stages: int) -> ControlReport:
+    """Fine-tunes the unpruned source for every stage's steps in `control_dir` (resuming
+    there), measures it, and saves it as `directory/control/`."""
+    result_path = os.path.join(control_dir, RESULT_FILENAME)
+    steps = options.finetune.steps * stages
+    if os.path.isfile(result_path):
+        with open(result_path) as f:
+            control = from_dict(ControlReport, json.load(f))
+        logging.info("equal-budget control: done in an earlier run")
+    else:
+        config, weights = load_weights(source)
+        logging.info("equal-budget control: fine-tuning the unpruned source %d steps in %s",
+                     steps, control_dir)
+        train(dataclasses.replace(options.finetune, model_dir=control_dir, steps=steps),
+              config, train_source, init_weights=(weights, f"the source {source}"))
+        config, weights = load_checkpoint_weights(control_dir)
+        miou = (evaluate(config, weights, eval_source, options.eval_images)["miou"]
+                if options.eval_images > 0 else None)
+        control = ControlReport(steps=steps, miou=miou,
+                                seconds=read_summary(control_dir).get("seconds", 0.0))
+        atomic_write_bytes(result_path, json.dumps(to_dict(control)).encode())
+    config, weights = load_checkpoint_weights(control_dir)
+    save_checkpoint(config, weights, os.path.join(directory, control.directory))
+    logging.info("equal-budget control: %s", "mIoU n/a" if control.miou is None
+                 else f"mIoU {100 * control.miou:.2f}%")
+    return control
+
+
 def prune_into(source: str, directory: str, options: PruneOptions,
                train_source: Source | None, eval_source: Source | None,
                work: str) -> PruneReport:
@@ -278,6 +331,7 @@ def prune_into(source: str, directory: str, options: PruneOptions,
     targets = _targets(config, options)
     job = {"source": _source_identity(source), "plans": [t[1] for t in targets],
            "criterion": options.criterion, "eval_images": options.eval_images,
+           "control": options.control,
            "input_size": list(options.input_size),
            "finetune": ({k: v for k, v in options.finetune.to_dict().items()
                          if k != "model_dir"} if options.finetune else None)}
@@ -300,7 +354,8 @@ def prune_into(source: str, directory: str, options: PruneOptions,
             if options.finetune is not None:
                 config, weights = load_checkpoint_weights(stage_dir)
             else:
-                config, weights = prune(config, weights, stage.plan, options.criterion)
+                config, weights = prune(config, weights, stage.plan, options.criterion,
+                                        _evidence(config, weights, options, train_source))
             logging.info("stage %d/%d: done in an earlier run", number, len(targets))
         else:
             config, weights, stage = _run_stage(number, len(targets), target, config, weights,
@@ -315,12 +370,15 @@ def prune_into(source: str, directory: str, options: PruneOptions,
             shutil.copytree(summaries, os.path.join(directory, "finetune", f"stage_{number}"),
                             dirs_exist_ok=True)
     os.makedirs(directory, exist_ok=True)
+    control = (_control(source, directory, options, train_source, eval_source,
+                        os.path.join(work, "control"), len(targets)) if options.control else None)
     report = PruneReport(
         source=source, input_size=list(options.input_size), num_classes=config.num_classes,
         eval_images=options.eval_images,
         finetune_steps=options.finetune.steps if options.finetune else 0,
         round_to=options.round_to, original=original, stages=stages,
-        checkpoint=os.path.basename(save_checkpoint(config, weights, directory)))
+        checkpoint=os.path.basename(save_checkpoint(config, weights, directory)),
+        criterion=options.criterion, control=control)
     atomic_write_bytes(os.path.join(directory, PRUNE_REPORT_FILENAME),
                        report.to_json().encode())
     return report

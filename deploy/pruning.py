@@ -12,9 +12,10 @@ pyramid-pooling sum with the conv5 stream, a cascade-fusion sum, or one standalo
 pruned as a unit: the same channel indices leave its producing convs and their BNs and the
 input channels of every conv that consumes it. Spaces that hold the image input or reach a
 model output (the classifiers) are never pruned. A group's channels are ranked by an
-importance criterion over its members (`l1_importance`: the L1 norm of their kernels, summed
-over the producing convs), and the top `ceil(keep * channels)` are kept (`round_to` rounds
-that up), in ascending index order.
+importance criterion over its members (CRITERIA: `l1`, the paper's, the L1 norm of their
+kernels summed over the producing convs; `l2`; `bn_scale`, the BN gammas as in network
+slimming; `taylor`, first-order Taylor scores of the loss; `random`, the control), and the top
+`ceil(keep * channels)` are kept (`round_to` rounds that up), in ascending index order.
 
 Keep overrides `KEY=KEEP` set the keep fraction of the groups whose producing convs match KEY:
 a KEY matches a conv named KEY, starting with `KEY_` or ending with `_KEY` (so `conv5` matches
@@ -221,18 +222,76 @@ def model_groups(config: ICNetConfig) -> list[ChannelGroup]:
 # Ranking and plans.
 
 
-def l1_importance(weights: WeightDict, group: ChannelGroup) -> np.ndarray:
-    """Per channel of `group`: the L1 norm of its kernels, summed over the producing convs."""
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """What a criterion may use beyond the weights.
+
+    Attributes:
+      taylor: conv name -> per-channel first-order Taylor scores of its output (see
+        deploy.taylor), for the `taylor` criterion.
+      seed: the `random` criterion's seed.
+    """
+
+    taylor: Mapping[str, np.ndarray] | None = None
+    seed: int = 0
+
+
+def _kernel_norms(weights: WeightDict, group: ChannelGroup, order: int) -> np.ndarray:
     total = np.zeros(group.channels, np.float64)
     for name in group.producers:
-        kernel = np.asarray(weights[name]["weights"], np.float64)
-        total += np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+        kernel = np.asarray(weights[name]["weights"], np.float64).reshape(
+            -1, group.channels)
+        total += (np.abs(kernel) ** order).sum(axis=0) ** (1 / order)
     return total
 
 
-# Importance criteria: name -> function(weights, group) -> one score per channel (higher is
-# kept first).
-CRITERIA = {"l1": l1_importance}
+def l1_importance(weights: WeightDict, group: ChannelGroup,
+                  evidence: Evidence = Evidence()) -> np.ndarray:
+    """The paper's criterion: the L1 norm of each channel's kernels, summed over the group's
+    producing convs."""
+    return _kernel_norms(weights, group, 1)
+
+
+def l2_importance(weights: WeightDict, group: ChannelGroup,
+                  evidence: Evidence = Evidence()) -> np.ndarray:
+    """The L2 norm of each channel's kernels, summed over the producing convs."""
+    return _kernel_norms(weights, group, 2)
+
+
+def bn_scale_importance(weights: WeightDict, group: ChannelGroup,
+                        evidence: Evidence = Evidence()) -> np.ndarray:
+    """Network slimming's criterion: |gamma| of the BN after each producing conv, summed.
+
+    Raises:
+      ValueError: the model has no BN layers (a BN-merged .npy).
+    """
+    if not group.batch_norms:
+        raise OptionError("criterion", f"bn_scale needs the BN variant of the model (group "
+                                       f"{group.name} has no BN layers: a BN-merged .npy?)")
+    return sum(np.abs(np.asarray(weights[name]["scale"], np.float64))
+               for name in group.batch_norms)
+
+
+def taylor_importance(weights: WeightDict, group: ChannelGroup,
+                      evidence: Evidence = Evidence()) -> np.ndarray:
+    """First-order Taylor expansion of the loss (Molchanov et al.): per channel |mean of
+    activation x gradient| over a few training batches, summed over the producing convs."""
+    if evidence.taylor is None:
+        raise ValueError("the taylor criterion needs Taylor scores (deploy.taylor)")
+    return sum(np.asarray(evidence.taylor[name], np.float64) for name in group.producers)
+
+
+def random_importance(weights: WeightDict, group: ChannelGroup,
+                      evidence: Evidence = Evidence()) -> np.ndarray:
+    """The control: a random ranking, the same for the same seed and group."""
+    key = int.from_bytes(group.name.encode()[:8].ljust(8, b"\0"), "little")
+    return np.random.default_rng([evidence.seed, key, group.channels]).random(group.channels)
+
+
+# Importance criteria by name: function(weights, group, evidence) -> one score per channel
+# of the group (the highest are kept).
+CRITERIA = {"l1": l1_importance, "l2": l2_importance, "bn_scale": bn_scale_importance,
+            "taylor": taylor_importance, "random": random_importance}
 
 
 def check_keep(keep: float, what: str = "keep") -> float:
@@ -358,11 +417,13 @@ def check_target_plan(plan: Mapping[str, int], groups: Sequence[ChannelGroup],
 
 
 def select_channels(weights: WeightDict, groups: Sequence[ChannelGroup],
-                    target: Mapping[str, int], criterion: str = "l1") -> dict[str, np.ndarray]:
+                    target: Mapping[str, int], criterion: str = "l1",
+                    evidence: Evidence = Evidence()) -> dict[str, np.ndarray]:
     """Group name -> the indices (ascending) of its `target` width most important channels.
 
     Raises:
-      ValueError: an unknown criterion, or a width outside [1, the group's channels].
+      OptionError: an unknown criterion.
+      ValueError: a width outside [1, the group's channels].
     """
     if criterion not in CRITERIA:
         raise OptionError("criterion", f"unknown {criterion!r}; choose from "
@@ -373,7 +434,10 @@ def select_channels(weights: WeightDict, groups: Sequence[ChannelGroup],
         if not 1 <= width <= group.channels:
             raise ValueError(f"group {group.name}: cannot keep {width} of {group.channels} "
                              f"channels")
-        importance = CRITERIA[criterion](weights, group)
+        if width == group.channels:
+            kept[group.name] = np.arange(width)
+            continue
+        importance = CRITERIA[criterion](weights, group, evidence)
         best = np.argsort(-importance, kind="stable")[:width]
         kept[group.name] = np.sort(best)
     return kept
@@ -410,8 +474,10 @@ def slice_weights(weights: WeightDict, groups: Sequence[ChannelGroup],
 
 
 def prune(config: ICNetConfig, weights: WeightDict, target: Mapping[str, int],
-          criterion: str = "l1") -> tuple[ICNetConfig, WeightDict]:
-    """Prunes (config, weights) to the `target` plan, keeping each group's best channels.
+          criterion: str = "l1", evidence: Evidence = Evidence()
+          ) -> tuple[ICNetConfig, WeightDict]:
+    """Prunes (config, weights) to the `target` plan, keeping each group's best channels by
+    `criterion`.
 
     The result is checked by loading it into the model `build_icnet` makes from `target`.
 
@@ -420,11 +486,35 @@ def prune(config: ICNetConfig, weights: WeightDict, target: Mapping[str, int],
     """
     groups = model_groups(config)
     check_target_plan(config.plan, groups, target)
-    kept = select_channels(weights, groups, target, criterion)
+    kept = select_channels(weights, groups, target, criterion, evidence)
     pruned = slice_weights(weights, groups, kept)
     new_config = config.replace(plan=dict(target))
     assign_weights(build_icnet(new_config, _GRAPH_SIZE), pruned)
     return new_config, pruned
+
+
+class PlanCost:
+    """FLOPs of any plan reachable from `config` by pruning, at an input size, counted from
+    the conv shapes (2 x multiply-adds of every convolution; the rest of the graph adds about
+    3% to the TF profiler's count), without building a model per plan."""
+
+    def __init__(self, config: ICNetConfig, input_size: tuple[int, int]):
+        model = build_icnet(config.replace(batch_norm=False), input_size)
+        consumed = {c: g.producers[0] for g in model_groups(config) for c in g.consumers}
+        self.convs = []  # (name, output pixels x kernel area, input group or fixed width)
+        for layer in model.layers:
+            if isinstance(layer, tf_keras.layers.Conv2D):
+                height, width = layer.output.shape[1:3]
+                source = consumed.get(layer.name, int(layer.input.shape[-1]))
+                self.convs.append((layer.name, height * width * layer.kernel_size[0]
+                                   * layer.kernel_size[1], source, layer.filters))
+
+    def flops(self, plan: Mapping[str, int]) -> int:
+        total = 0
+        for name, area, source, filters in self.convs:
+            inputs = plan[source] if isinstance(source, str) else source
+            total += 2 * area * inputs * plan.get(name, filters)
+        return total
 
 
 def save_checkpoint(config: ICNetConfig, weights: WeightDict, directory: str) -> str:

@@ -91,6 +91,12 @@ class Verification:
     eval_images: int = 0
     seconds_per_image: float | None = None
     miou_delta: float | None = None
+    below_floor: str | None = None  # what fell below deploy.export's accuracy floors
+
+    @property
+    def passed(self) -> bool:
+        """Measured, and not below a floor."""
+        return self.argmax_agreement is not None and self.below_floor is None
 
 
 @dataclasses.dataclass
@@ -145,6 +151,7 @@ class ModelReport:
     pruned: bool
     plan: dict[str, int]
     reference: Accuracy | None = None
+    note: str = ""
 
 
 @dataclasses.dataclass
@@ -188,6 +195,17 @@ class PruneStage:
 
 
 @dataclasses.dataclass
+class ControlReport:
+    """The equal-budget control: the unpruned source fine-tuned for as many steps as the
+    pruned model got, with the same settings (a model dir under the output, `control/`)."""
+
+    steps: int
+    miou: float | None
+    seconds: float
+    directory: str = "control"
+
+
+@dataclasses.dataclass
 class PruneReport:
     """What deploy.prune did: the source, every stage's widths, cost and accuracy."""
 
@@ -200,11 +218,20 @@ class PruneReport:
     original: Measure
     stages: list[PruneStage]
     checkpoint: str = ""
+    criterion: str = "l1"
+    control: ControlReport | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
     def final(self) -> PruneStage:
         return self.stages[-1]
+
+    @property
+    def drop_against_control(self) -> float | None:
+        """The pruned model's mIoU minus the equal-budget control's (a fraction)."""
+        if self.control is None or self.control.miou is None or self.final.measure.miou is None:
+            return None
+        return self.final.measure.miou - self.control.miou
 
     def to_json(self) -> str:
         return json.dumps(to_dict(self), indent=1)
@@ -318,7 +345,8 @@ def gpu_text(check: GpuCheck | None) -> str:
 
 
 _TABLE_HEADER = ("| artifact | model | quantization | runtime | size | max abs err | rel L2 err | "
-                 "argmax agreement | mIoU | ΔmIoU vs its fp32 | s/image | GPU delegate |")
+                 "argmax agreement | mIoU | ΔmIoU vs its fp32 | s/image | GPU delegate | "
+                 "floors |")
 
 
 def _artifact_rows(artifact: ArtifactReport) -> list[str]:
@@ -328,17 +356,19 @@ def _artifact_rows(artifact: ArtifactReport) -> list[str]:
                  size_text(artifact.size_bytes), number(v.max_abs_error),
                  number(v.rel_l2_error), percent(v.argmax_agreement, 3), percent(v.miou),
                  points(v.miou_delta), number(v.seconds_per_image, ".3f"),
-                 gpu_text(artifact.gpu)]
+                 gpu_text(artifact.gpu), f"**FAILED**: {v.below_floor}" if v.below_floor
+                 else ("ok" if v.argmax_agreement is not None else "n/a")]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
 def _models_table(models: dict[str, ModelReport]) -> list[str]:
-    lines = ["| model | pruned | params | GFLOPs | fp32 Keras mIoU |", "|---|---|---|---|---|"]
+    lines = ["| model | pruned | params | GFLOPs | fp32 Keras mIoU | note |",
+             "|---|---|---|---|---|---|"]
     for name, model in models.items():
         miou = model.reference.miou if model.reference else None
         lines.append(f"| {name} | {'yes' if model.pruned else 'no'} | {model.params:,} | "
-                     f"{model.gflops:.2f} | {percent(miou)} |")
+                     f"{model.gflops:.2f} | {percent(miou)} | {model.note} |")
     return lines
 
 
@@ -354,7 +384,7 @@ def markdown(report: ExportReport) -> str:
         (f"- parity: logits against each model's own fp32 Keras model on "
          f"{report.parity_images} {report.data.get('eval')} images; mIoU on "
          f"{report.eval_images} images"), "",
-        *_models_table(report.models), "", _TABLE_HEADER, "|---" * 12 + "|",
+        *_models_table(report.models), "", _TABLE_HEADER, "|---" * 13 + "|",
     ]
     for artifact in report.artifacts:
         lines += _artifact_rows(artifact)
@@ -378,16 +408,30 @@ def markdown(report: ExportReport) -> str:
 
 
 def prune_lines(prune: PruneReport) -> list[str]:
-    """The pruning summary: before/after (with mIoU when measured), schedule, FLOPs ratio."""
+    """The pruning summary: before/after (with mIoU when measured), the equal-budget control
+    beside them, schedule, FLOPs ratio."""
     before, after = prune.original, prune.final.measure
+    steps = prune.finetune_steps * len(prune.stages)
     lines = []
-    if before.miou is not None:
-        lines += ["| | params | GFLOPs | mIoU |", "|---|---|---|---|"]
-        for label, measure in (("before", before), ("after", after)):
-            lines.append(f"| {label} | {measure.params:,} | {measure.gflops:.2f} | "
-                         f"{percent(measure.miou)} |")
-        lines.append("")
+    if before.miou is not None or after.miou is not None:
+        lines += ["| | params | GFLOPs | training | mIoU |", "|---|---|---|---|---|",
+                  f"| before (the source) | {before.params:,} | {before.gflops:.2f} | as "
+                  f"trained | {percent(before.miou)} |"]
+        if prune.control is not None:
+            lines.append(f"| equal-budget control (the source + {prune.control.steps} steps) | "
+                         f"{before.params:,} | {before.gflops:.2f} | + {prune.control.steps} "
+                         f"steps | {percent(prune.control.miou)} |")
+        lines += [f"| after (pruned, {prune.criterion}) | {after.params:,} | "
+                  f"{after.gflops:.2f} | + {steps} steps | {percent(after.miou)} |", ""]
+    if prune.drop_against_control is not None:
+        lines += [f"Pruning changed the mIoU by {points(prune.drop_against_control)} against "
+                  f"the equal-budget control (the same {steps} steps of training).", ""]
+    elif steps and prune.control is None:
+        lines += [f"No equal-budget control (--control): the pruned model had {steps} more "
+                  f"steps of training than the source, so before/after is not a like-for-like "
+                  f"comparison.", ""]
     keeps = [stage.keep if stage.keep is not None else "plan" for stage in prune.stages]
     lines.append(f"FLOPs x{after.flops / before.flops:.3f}; schedule {keeps}, "
-                 f"{prune.finetune_steps} fine-tuning steps per stage.")
+                 f"{prune.finetune_steps} fine-tuning steps per stage, criterion "
+                 f"{prune.criterion}.")
     return lines

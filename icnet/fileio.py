@@ -54,14 +54,6 @@ def alive(pid: int) -> bool:
     return True
 
 
-def size_on_disk(path: str) -> int:
-    """Bytes of a file, or of every file under a directory (e.g. a SavedModel)."""
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(path) for name in names)
-
-
 def holds(folder: str, path: str) -> bool:
     """Whether `path` is `folder` or lies inside it, after resolving symlinks."""
     folder, path = os.path.realpath(folder), os.path.realpath(path)

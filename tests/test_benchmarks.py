@@ -30,6 +30,7 @@ from deploy.export_lib import ExportOptions, export
 from deploy.report import (Accuracy, ArtifactReport, ExportReport, ModelReport, Verification)
 from deploy.runtimes.tensorflow import KerasSession
 from deploy.verify import SourceImages
+from icnet import cpu
 from icnet.checkpoint import select_plan
 from icnet.config import ICNetConfig
 from icnet.data import make_source
@@ -40,12 +41,25 @@ from icnet.weights import assign_weights, model_weights, save_npy_weights
 
 TESTS = os.path.join(REPO, "tests")
 SIZE = (193, 257)
-ARTIFACTS = ("saved_model/icnet/1", "onnx/icnet.onnx", "tflite/icnet_fp32.tflite",
+ARTIFACTS = ("saved_model/icnet/1", "onnx/icnet.onnx", "onnx/icnet_int8.onnx",
+             "openvino/icnet.xml", "openvino/icnet_int8.xml", "tflite/icnet_fp32.tflite",
              "tflite/icnet_int8.tflite")
-CPU_RUNTIMES = {"saved_model": ("tf_cpu",), "onnx": ("onnxruntime_cpu",),
-                "tflite": ("tflite_xnnpack", "tflite_reference")}
-GPU_RUNTIMES = {"saved_model": ("tf_gpu",), "onnx": ("onnxruntime_cuda",),
-                "tflite": ("tflite_gpu",)}
+
+
+def family(fmt, device):
+    """The runtimes a family name in --runtimes stands for, of one device kind."""
+    return tuple(r.name for r in runtimes.for_format(fmt) if not r.opt_in and r.device == device)
+
+
+def needs_hardware(runtime) -> bool:
+    """A runtime that runs only on CPUs with native bf16 or fp16 arithmetic."""
+    return runtime.precision in ("bf16", "fp16")
+
+
+def hardware_reason(runtime) -> str | None:
+    """None where this CPU has what the runtime needs, else the runtime's own reason."""
+    has = cpu.has_bf16() if runtime.precision == "bf16" else cpu.has_fp16()
+    return None if has else runtime.available()
 FAST = ["--runs", "2", "--warmup", "1", "--threads", "1"]
 
 
@@ -67,8 +81,10 @@ def weights_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def export_dir(weights_path, tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("export"))
-    options = ExportOptions(directory, input_size=SIZE, formats=("saved_model", "tflite", "onnx"),
+    options = ExportOptions(directory, input_size=SIZE,
+                            formats=("saved_model", "tflite", "onnx", "openvino"),
                             quantizations=("fp32", "int8"), parity_images=1, eval_images=2,
+                            floors=False,
                             calibration_images=4, gpu_check=False)
     report = export(weights_path, options,
                     make_source("synthetic", "train", synthetic_size=SIZE),
@@ -105,16 +121,19 @@ def test_latency_measures_every_artifact_and_runtime(latency_json):
     results = by_case(data)
     for artifact in ARTIFACTS:
         fmt = artifact.split("/")[0]
-        for runtime in CPU_RUNTIMES[fmt]:
+        for runtime in family(fmt, "cpu"):
             r = results[(artifact, runtime, 1)]
-            assert r["status"] == "ok", r
             assert r["format"] == fmt and r["model"] == "icnet"
             assert r["quantization"] == ("int8" if "int8" in artifact else "fp32")
+            if needs_hardware(runtimes.get(runtime)) and hardware_reason(runtimes.get(runtime)):
+                assert r["status"] == "unavailable" and r["reason"], r  # says what is missing
+                continue
+            assert r["status"] == "ok", r
             assert 0 < r["median_s"] <= r["p90_s"]
             assert r["fps"] == pytest.approx(1 / r["median_s"])
             assert r["peak_rss_bytes"] > 2**20 and r["size_bytes"] > 0
             assert r["input_size"] == list(SIZE) and len(r["times_s"]) == 2
-        for runtime in GPU_RUNTIMES[fmt]:
+        for runtime in family(fmt, "gpu"):
             r = results[(artifact, runtime, None)]
             assert r["format"] == fmt and r["model"] == "icnet"
             if not machine["gpus"]:  # no GPU: every GPU runtime says why it cannot run
@@ -130,8 +149,16 @@ def test_latency_measures_every_artifact_and_runtime(latency_json):
                 assert r["status"] == "failed", r
                 assert isinstance(r["error"], str) and r["error"].strip(), r
                 assert r["median_s"] is None
-    assert len(data["results"]) == sum(len(CPU_RUNTIMES[a.split("/")[0]])
-                                       + len(GPU_RUNTIMES[a.split("/")[0]]) for a in ARTIFACTS)
+    assert len(data["results"]) == sum(
+        len(family(a.split("/")[0], "cpu")) + len(family(a.split("/")[0], "gpu"))
+        for a in ARTIFACTS)
+    # OpenVINO reports the kernels it chose (bf16 ones under the bf16 hint where it runs).
+    for artifact, runtime in (("openvino/icnet.xml", "openvino_cpu"),
+                              ("openvino/icnet_int8.xml", "openvino_cpu")):
+        kernels = results[(artifact, runtime, 1)]["conv_kernels"]
+        assert sum(kernels.values()) >= 60 and all(isinstance(k, str) for k in kernels)
+    assert any("I8" in k for k in results[("openvino/icnet_int8.xml", "openvino_cpu", 1)][
+        "conv_kernels"])
     # A TFLite SavedModel-free worker does not import TensorFlow: its peak is far smaller.
     assert results[("tflite/icnet_int8.tflite", "tflite_xnnpack", 1)]["peak_rss_bytes"] < \
         results[("saved_model/icnet/1", "tf_cpu", 1)]["peak_rss_bytes"]
@@ -560,7 +587,10 @@ def test_every_registered_runtime_passes_parity_or_says_why_not(export_dir, weig
             got = segment.logits(session, parity_image)
             assert got.shape == expected.shape and got.dtype == np.float32, (name, artifact)
             agreement = float(np.mean(got.argmax(-1) == expected.argmax(-1)))
-            if artifact.quantization == "fp32":
+            if artifact.quantization == "fp32" and needs_hardware(runtime):  # bf16 arithmetic
+                assert rel_l2(got, expected) < 0.03, (name, artifact.path)
+                assert agreement >= 0.95, (name, artifact.path, agreement)
+            elif artifact.quantization == "fp32":
                 assert rel_l2(got, expected) < 1e-4, (name, artifact.path)
                 assert agreement >= 0.999, (name, artifact.path, agreement)
             else:
@@ -570,7 +600,9 @@ def test_every_registered_runtime_passes_parity_or_says_why_not(export_dir, weig
         if reason is not None:
             assert isinstance(reason, str) and reason.strip(), name
             unavailable[name] = reason
-        if runtime.device == "cpu":  # every CPU runtime runs here
+        if runtime.device == "cpu" and needs_hardware(runtime):  # bf16/fp16 where native
+            assert (reason is None) == (hardware_reason(runtime) is None), (name, reason)
+        elif runtime.device == "cpu":  # every other CPU runtime runs here
             assert reason is None, (name, reason)
         elif not gpu:  # no GPU here: every GPU runtime says why it cannot run
             assert reason is not None, name
@@ -580,7 +612,29 @@ def test_every_registered_runtime_passes_parity_or_says_why_not(export_dir, weig
             assert {path for n, path in compared if n == name} == {
                 a.path for a in artifacts[runtime.format]}, name
     if not gpu:
-        assert set(unavailable) == {n for n, r in runtimes.REGISTRY.items() if r.device == "gpu"}
+        assert set(unavailable) == {n for n, r in runtimes.REGISTRY.items()
+                                    if r.device == "gpu" or (needs_hardware(r)
+                                                             and hardware_reason(r))}
+
+
+def test_runtimes_that_need_bf16_or_fp16_say_so_on_a_cpu_without_it(monkeypatch):
+    """On a CPU without native bf16 (no AMX-BF16, no AVX512-BF16) the bf16 runtimes and bf16
+    training's default are off, with the reason; with it they are on."""
+    from icnet.training import use_mixed_precision
+    monkeypatch.setattr(cpu, "cpuinfo", lambda path="/proc/cpuinfo": ("old CPU",
+                                                                      frozenset({"avx2"})))
+    for name in ("tf_cpu_bf16", "openvino_cpu_bf16"):
+        assert "no native bf16 arithmetic" in runtimes.get(name).available(), name
+    assert "no native fp16 arithmetic" in runtimes.get("tflite_xnnpack_fp16").available()
+    assert runtimes.get("openvino_cpu").available() is None
+    assert use_mixed_precision(None, gpu=False) is False
+    monkeypatch.setattr(cpu, "cpuinfo", lambda path="/proc/cpuinfo": ("new CPU", frozenset(
+        {"amx_bf16", "amx_int8", "avx512_fp16"})))
+    for name in ("tf_cpu_bf16", "openvino_cpu_bf16", "tflite_xnnpack_fp16"):
+        assert runtimes.get(name).available() is None, name
+    assert use_mixed_precision(None, gpu=False) is True
+    assert use_mixed_precision(None, gpu=True) is False  # a GPU's float16 stays opt-in
+    assert use_mixed_precision(False, gpu=False) is False
 
 
 def test_a_runtime_registered_outside_deploy_is_benchmarked(export_dir, parity_image,

@@ -13,8 +13,9 @@ QUICK = {
     "DEMO_STEPS": "2", "DEMO_BATCH": "2", "DEMO_CROP": "161x225", "DEMO_SCENES": "8",
     "DEMO_FINETUNE_STEPS": "2", "DEMO_QAT_STEPS": "1",
     "DEMO_CALIBRATION": "4", "DEMO_PARITY": "2", "DEMO_EVAL": "2",
+    "DEMO_FLOOR_FLAGS": "--nofloors",  # a 2-step tiny model's int8 is below the 98% floor
     "DEMO_BENCH_FLAGS": "--threads 1 --warmup 1 --runs 2 "
-                        "--runtimes tf_cpu,tflite_xnnpack,onnxruntime_cpu",
+                        "--runtimes tf_cpu,tflite_xnnpack,onnxruntime_cpu,openvino_cpu",
 }
 
 
@@ -36,14 +37,16 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path):
     assert models["icnet"]["params"] < models["icnet_unpruned"]["params"]
     paths = {a["path"] for a in export_report["artifacts"]}
     assert {f"tflite/icnet_{q}.tflite" for q in ("fp32", "fp16", "dynamic", "int8", "qat")} \
-        | {"tflite/icnet_unpruned_fp32.tflite", "onnx/icnet.onnx", "onnx/icnet_unpruned.onnx",
-           "saved_model/icnet/1", "saved_model/icnet_unpruned/1"} == paths
+        | {"tflite/icnet_unpruned_fp32.tflite", "onnx/icnet.onnx", "onnx/icnet_int8.onnx",
+           "onnx/icnet_unpruned.onnx", "openvino/icnet.xml", "openvino/icnet_int8.xml",
+           "openvino/icnet_unpruned.xml", "saved_model/icnet/1",
+           "saved_model/icnet_unpruned/1"} == paths
 
     with open(demo_dir / "latency.json") as f:
         results = json.load(f)["results"]
     measured = {(r["artifact"], r["runtime"]) for r in results if r["status"] == "ok"}
     expected_runtime = {"saved_model": "tf_cpu", "tflite": "tflite_xnnpack",
-                        "onnx": "onnxruntime_cpu"}
+                        "onnx": "onnxruntime_cpu", "openvino": "openvino_cpu"}
     for path in paths:
         assert (path, expected_runtime[path.split("/")[0]]) in measured, path
 

@@ -233,7 +233,8 @@ def test_checkpoint_not_matching_its_plan_is_a_clear_error(tmp_path):
          "--output_dir", str(tmp_path / "out"), "--keep", "1.5"],
         cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == "error: --keep: keep must be in (0, 1], got 1.5"
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: --keep: keep must be in (0, 1], got 1.5"
 
 
 PRUNE_ARGS = ["--finetune_steps", "2", "--crop_size", "161x161", "--synthetic_size", "192x256",
@@ -247,7 +248,7 @@ def test_binary_schedule_with_finetuning_end_to_end(tmp_path):
     dst = tmp_path / "pruned"
     result = subprocess.run(
         [sys.executable, "-m", "deploy.prune", "--model", str(tmp_path / "src"),
-         "--output_dir", str(dst), "--keep", "0.75,0.5", *PRUNE_ARGS],
+         "--output_dir", str(dst), "--keep", "0.75,0.5", "--control", *PRUNE_ARGS],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "stage 2/2 done" in result.stderr
@@ -261,6 +262,11 @@ def test_binary_schedule_with_finetuning_end_to_end(tmp_path):
         assert stage.miou_before_finetune is not None
     assert report.original.flops > report.stages[0].measure.flops > report.stages[1].measure.flops
     assert sorted(os.listdir(dst / "finetune")) == ["stage_1", "stage_2"]
+    # The equal-budget control: the source fine-tuned as long as both stages together.
+    assert report.control.steps == 4 and 0 <= report.control.miou <= 1
+    assert report.drop_against_control == pytest.approx(
+        report.final.measure.miou - report.control.miou)
+    assert load_checkpoint_weights(str(dst / "control"))[0].plan == config.plan
     assert sorted(os.listdir(tmp_path)) == ["pruned", "src"]  # no staging, no work dir left
     # The other tools read it: inference/evaluation/training load it, profiling reads the plan.
     from deploy.predict import run
@@ -270,3 +276,118 @@ def test_binary_schedule_with_finetuning_end_to_end(tmp_path):
     from PIL import Image
     Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(tmp_path / "in.png")
     assert run(str(dst), str(tmp_path / "in.png"), str(tmp_path / "out.png")).shape == (64, 96)
+
+
+def test_every_criterion_scores_every_channel_of_a_group(tiny_groups):
+    from deploy.pruning import CRITERIA, Evidence
+    weights = random_bn_weights(TINY, seed=3)
+    group = group_of(tiny_groups, "conv4_1_1x1_proj")  # a residual stream: several producers
+    taylor = {name: np.random.default_rng(4).random(width) for name, width in TINY.plan.items()}
+    evidence = Evidence(taylor=taylor, seed=5)
+    scores = {name: criterion(weights, group, evidence) for name, criterion in CRITERIA.items()}
+    for name, value in scores.items():
+        assert value.shape == (group.channels,) and np.all(np.isfinite(value)), name
+    kernels = [np.asarray(weights[p]["weights"], np.float64).reshape(-1, group.channels)
+               for p in group.producers]
+    np.testing.assert_allclose(scores["l1"], sum(np.abs(k).sum(0) for k in kernels))
+    np.testing.assert_allclose(scores["l2"], sum(np.sqrt((k ** 2).sum(0)) for k in kernels))
+    np.testing.assert_allclose(scores["bn_scale"], sum(np.abs(weights[b]["scale"])
+                                                       for b in group.batch_norms))
+    np.testing.assert_allclose(scores["taylor"], sum(taylor[p] for p in group.producers))
+    again = CRITERIA["random"](weights, group, Evidence(seed=5))
+    other = CRITERIA["random"](weights, group, Evidence(seed=6))
+    assert np.array_equal(again, scores["random"]) and not np.array_equal(again, other)
+    # A criterion changes which channels survive, never how many.
+    plan = prune_plan(TINY.plan, tiny_groups, 0.5)
+    kept = {name: select_channels(weights, tiny_groups, plan, name, evidence)
+            for name in CRITERIA}
+    assert all(len(k[group.name]) == plan[group.producers[0]] for k in kept.values())
+    assert not np.array_equal(kept["l1"][group.name], kept["random"][group.name])
+    with pytest.raises(OptionError, match="bn_scale needs the BN variant"):
+        select_channels(fold_batch_norm(weights),
+                        model_groups(TINY.replace(batch_norm=False)), plan, "bn_scale")
+    with pytest.raises(ValueError, match="needs Taylor scores"):
+        select_channels(weights, tiny_groups, plan, "taylor")
+
+
+def test_taylor_scores_and_plan_cost_on_a_tiny_model():
+    from deploy.pruning import PlanCost
+    from deploy.taylor import taylor_scores
+    from icnet.data import make_source
+    weights = random_bn_weights(TINY, seed=2)
+    source = make_source("synthetic", "train", synthetic_size=(192, 256), synthetic_count=4)
+    scores = taylor_scores(TINY, weights, source, (161, 161), batch_size=2, batches=1)
+    assert set(scores) == set(TINY.plan)
+    for name, value in scores.items():
+        assert value.shape == (TINY.plan[name],) and np.all(value >= 0), name
+    assert sum(float(v.sum()) for v in scores.values()) > 0
+    cost = PlanCost(TINY, (193, 257))
+    profiled = model_profile(TINY.replace(batch_norm=False), (193, 257))["flops"]
+    assert 0.9 * profiled < cost.flops(TINY.plan) <= profiled  # the convolutions' share
+    half = prune_plan(TINY.plan, model_groups(TINY), 0.5)
+    assert cost.flops(half) == pytest.approx(
+        model_profile(TINY.replace(plan=half, batch_norm=False), (193, 257))["flops"],
+        rel=0.1)
+    assert cost.flops(half) < 0.35 * cost.flops(TINY.plan)
+
+
+def test_sensitivity_and_a_plan_for_a_flop_budget(tmp_path):
+    save_tiny_checkpoint(tmp_path / "src", TINY)
+    out = tmp_path / "sens"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sensitivity", "--model", str(tmp_path / "src"),
+         "--output_dir", str(out), "--keeps", "0.5", "--eval_images", "1",
+         "--input_size", "193x257", "--synthetic_size", "192x256", "--target_gflops", "0.02"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "sensitivity.json") as f:
+        data = json.load(f)
+    groups = model_groups(TINY)
+    assert len(data["rows"]) == sum(kept_width(g.channels, 0.5) < g.channels for g in groups)
+    assert all(row["gflops_saved"] > 0 and -1 <= row["drop"] <= 1 for row in data["rows"])
+    plan = ICNetConfig.load(str(out / "plan.json")).plan
+    assert data["target"]["plan_gflops"] <= 0.02
+    from deploy.pruning import PlanCost, check_target_plan
+    check_target_plan(TINY.plan, groups, plan)  # reachable by pruning
+    assert PlanCost(TINY, (193, 257)).flops(plan) / 1e9 == pytest.approx(
+        data["target"]["plan_gflops"])
+    assert (out / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    too_small = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sensitivity", "--model", str(tmp_path / "src"),
+         "--output_dir", str(out), "--keeps", "0.5", "--eval_images", "1",
+         "--input_size", "193x257", "--synthetic_size", "192x256", "--target_gflops", "0.0001"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert too_small.returncode == 2
+    assert "target_gflops 0.0001: even the narrowest measured plan" in too_small.stderr
+
+
+def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
+    args = [sys.executable, "-m", "benchmarks.pruning_study", "--output_dir",
+            str(tmp_path / "study"), "--work_dir", str(tmp_path / "work"), "--filter_scale",
+            "0.125", "--scene_size", "192x256", "--input_size", "193x257", "--train_scenes", "8",
+            "--val_scenes", "1", "--crop_size", "161x161", "--batch_size", "2",
+            "--chunk_steps", "2", "--min_chunks", "2", "--max_steps", "4", "--keeps", "0.5",
+            "--criteria", "l1,random", "--noprogressive", "--threads", "1"]
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = tmp_path / "study"
+    points = sorted(p.stem for p in (study / "points").iterdir())
+    assert points == ["control", "latency_0.5", "latency_1", "pruned_0.5_l1",
+                      "pruned_0.5_random", "scratch_0.5", "source"]
+    with open(study / "results.json") as f:
+        results = json.load(f)
+    source = next(p for p in results["points"] if p["kind"] == "source")
+    assert source["steps"] == 4 and [c["step"] for c in source["curve"]] == [2, 4]
+    control = next(p for p in results["points"] if p["kind"] == "control")
+    assert control["steps"] == 1  # a tenth of the source's steps, at least one
+    text = (study / "STUDY.md").read_text()
+    assert "| 0.5 | l1 | one shot |" in text and "| 0.5 | random | one shot |" in text
+    assert "vs equal-budget control" in text and "![mIoU against int8 latency](pareto.png)" in text
+    for name in ("pareto.png", "source_curve.png"):
+        assert (study / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A rerun redoes nothing: every point is kept.
+    (study / "points" / "pruned_0.5_random.json").unlink()
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    done = [line for line in again.stderr.splitlines() if "study: point" in line]
+    assert len(done) == 1 and "pruned_0.5_random" in done[0]

@@ -129,7 +129,8 @@ def define_training_flags(learning_rate: float = TrainOptions.learning_rate) -> 
     flags.DEFINE_enum("strategy", defaults.strategy, ["default", "mirrored", "multi_worker"],
                       "tf.distribute strategy; multi_worker reads TF_CONFIG.")
     flags.DEFINE_bool("mixed_precision", defaults.mixed_precision,
-                      "float16 on GPU, bfloat16 on CPU.")
+                      "Mixed precision: float16 on GPU, bfloat16 on CPU. Default: bfloat16 on a "
+                      "CPU with native bf16 (AMX-BF16 or AVX512-BF16) and no GPU, else off.")
     flags.DEFINE_integer("checkpoint_every", defaults.checkpoint_every,
                          "Steps between checkpoints.")
     flags.DEFINE_integer("log_every", defaults.log_every,
@@ -172,13 +173,20 @@ def train_options_from_flags(model_dir: str, steps: int, source: Source,
 
 
 def define_pruning_flags() -> None:
-    """What to prune to: --keep, --keep_overrides, --plan, --round_to, --finetune_steps."""
+    """What to prune to and how: --keep, --keep_overrides, --plan, --round_to,
+    --finetune_steps, --criterion, --control."""
     flags.DEFINE_string("keep", "0.5", "Fraction of every group's channels to keep (0.5), or "
                         "progressive keeps of the ORIGINAL widths, one stage each (0.75,0.5).")
     flags.DEFINE_string("keep_overrides", None, "Per-prefix keeps, e.g. conv5=0.6,sub1=1.0.")
     flags.DEFINE_string("plan", None, "A plan.json with the target widths (instead of --keep).")
     flags.DEFINE_integer("round_to", 1, "Round kept widths up to a multiple of this (1: off).")
     flags.DEFINE_integer("finetune_steps", 0, "Training steps after each stage (0: none).")
+    flags.DEFINE_enum("criterion", "l1", ["l1", "l2", "bn_scale", "taylor", "random"],
+                      "Channel importance: l1 (the paper's), l2, bn_scale (BN gammas), taylor "
+                      "(first-order Taylor of the loss on training batches), random (control).")
+    flags.DEFINE_bool("control", False, "Also fine-tune the unpruned source for as many steps "
+                      "as the pruned model (the equal-budget control) and report the mIoU "
+                      "change against it.")
 
 
 def prune_options_from_flags(record: Mapping, train_source: Source | None, eval_images: int,
@@ -202,8 +210,8 @@ def prune_options_from_flags(record: Mapping, train_source: Source | None, eval_
         schedule=(1.0,) if FLAGS.plan else parse_schedule(FLAGS.keep),
         overrides=parse_overrides(FLAGS.keep_overrides or ""),
         plan=ICNetConfig.load(FLAGS.plan).plan if FLAGS.plan else None,
-        round_to=FLAGS.round_to, finetune=finetune, eval_images=eval_images,
-        input_size=input_size)
+        round_to=FLAGS.round_to, criterion=FLAGS.criterion, finetune=finetune,
+        eval_images=eval_images, input_size=input_size, control=FLAGS.control)
 
 
 def define_plan_flags(filter_scale: float) -> None:

@@ -105,7 +105,7 @@ class Runtime:
 
 REGISTRY: dict[str, Runtime] = {}
 # A family name stands for the runtimes of a format (those not `opt_in`).
-FAMILIES = {"tf": "saved_model", "tflite": "tflite", "onnx": "onnx"}
+FAMILIES = {"tf": "saved_model", "tflite": "tflite", "onnx": "onnx", "openvino": "openvino"}
 
 
 def register(runtime: Runtime) -> Runtime:
@@ -201,4 +201,4 @@ def pixels_as_input(image: np.ndarray, dtype, quantization: tuple[float, int]) -
 
 # The built-in engines register their runtimes on import, in this order (a format's first
 # runtime is its default).
-from deploy.runtimes import tensorflow, litert, onnxruntime  # noqa: E402,F401
+from deploy.runtimes import tensorflow, litert, onnxruntime, openvino  # noqa: E402,F401

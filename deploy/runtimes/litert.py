@@ -10,6 +10,7 @@ import numpy as np
 
 from deploy.runtimes import (Runtime, Unavailable, dequantize, error_text, pixels_as_input,
                              register)
+from icnet import cpu
 
 
 def open_interpreter(path: str, threads: int | None, xnnpack: bool = True):
@@ -47,27 +48,25 @@ class InterpreterSession:
 
 
 class CompiledModelSession:
-    """LiteRT's CompiledModel on the GPU accelerator (input and output buffers made once)."""
+    """LiteRT's CompiledModel (input and output buffers made once): on the GPU accelerator,
+    or on the CPU accelerator with XNNPACK delegate flags (`xnnpack_flags`)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, gpu: bool, threads: int | None = None,
+                 xnnpack_flags: int | None = None):
         from ai_edge_litert.compiled_model import CompiledModel
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
         from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.options import CpuOptions, Options
 
         # The Interpreter verifies the flatbuffer; CompiledModel crashes on a corrupt one.
         details = Interpreter(model_path=path).get_output_details()[0]
         self._quantization = details["quantization"]
-        try:
-            self._model = CompiledModel.from_file(path, hardware_accel=HardwareAccelerator.GPU)
-        except Exception as gpu_error:  # noqa: BLE001 - LiteRT raises RuntimeError and more
-            try:
-                CompiledModel.from_file(path, hardware_accel=HardwareAccelerator.CPU)
-            except Exception as cpu_error:  # noqa: BLE001
-                raise RuntimeError(f"LiteRT cannot load the model: {error_text(cpu_error)}") \
-                    from cpu_error
-            raise Unavailable("LiteRT CompiledModel could not create a GPU "
-                              f"(HardwareAccelerator.GPU) model: {error_text(gpu_error)}") \
-                from gpu_error
+        if gpu:
+            self._model = _gpu_model(path)
+        else:
+            self._model = CompiledModel.from_file(path, options=Options(
+                HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=threads or 1,
+                                                                xnnpack_flags=xnnpack_flags)))
         signature = next(iter(self._model.get_signature_list()))
         inputs = list(self._model.get_input_tensor_details(signature).values())
         outputs = list(self._model.get_output_tensor_details(signature).values())
@@ -92,6 +91,29 @@ class CompiledModelSession:
         return dequantize(value, self._quantization)
 
 
+def _gpu_model(path: str):
+    """A CompiledModel on HardwareAccelerator.GPU.
+
+    Raises:
+      Unavailable: no GPU model can be created while the file loads on the CPU accelerator
+        (so the file is fine and the GPU path is what is missing).
+    """
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+
+    try:
+        return CompiledModel.from_file(path, hardware_accel=HardwareAccelerator.GPU)
+    except Exception as gpu_error:  # noqa: BLE001 - LiteRT raises RuntimeError and more
+        try:
+            CompiledModel.from_file(path, hardware_accel=HardwareAccelerator.CPU)
+        except Exception as cpu_error:  # noqa: BLE001
+            raise RuntimeError(f"LiteRT cannot load the model: {error_text(cpu_error)}") \
+                from cpu_error
+        raise Unavailable("LiteRT CompiledModel could not create a GPU "
+                          f"(HardwareAccelerator.GPU) model: {error_text(gpu_error)}") \
+            from gpu_error
+
+
 @dataclasses.dataclass(frozen=True)
 class InterpreterRuntime(Runtime):
     """The LiteRT Interpreter with XNNPACK (`xnnpack`) or the builtin reference kernels."""
@@ -108,7 +130,29 @@ class CompiledModelRuntime(Runtime):
 
     def _open(self, path: str, threads: int | None) -> CompiledModelSession:
         del threads
-        return CompiledModelSession(path)
+        return CompiledModelSession(path, gpu=True)
+
+
+# XNNPACK delegate flags (xnnpack_delegate.h): QS8 | QU8 (the defaults) | FORCE_FP16.
+XNNPACK_FORCE_FP16 = 0x1 | 0x2 | 0x4
+
+
+@dataclasses.dataclass(frozen=True)
+class XnnpackFp16Runtime(Runtime):
+    """XNNPACK with fp16 arithmetic (its FORCE_FP16 flag, reachable only through LiteRT's
+    CompiledModel CPU options): float models computed in fp16, natively on AVX512-FP16 or
+    ARM fp16 CPUs. Elsewhere XNNPACK emulates fp16 and runs slower than fp32, so it is
+    unavailable there."""
+
+    def available(self) -> str | None:
+        if cpu.has_fp16():
+            return None
+        return ("this CPU has no native fp16 arithmetic (neither avx512_fp16 nor asimdhp in "
+                "/proc/cpuinfo): XNNPACK's FORCE_FP16 would emulate it, slower than fp32")
+
+    def _open(self, path: str, threads: int | None) -> CompiledModelSession:
+        return CompiledModelSession(path, gpu=False, threads=threads,
+                                    xnnpack_flags=XNNPACK_FORCE_FP16)
 
 
 register(InterpreterRuntime(
@@ -118,6 +162,9 @@ register(InterpreterRuntime(
     "tflite_reference", "tflite", "litert", "cpu", "as stored",
     "LiteRT Interpreter, builtin kernels without default delegates", verifies=False,
     xnnpack=False))
+register(XnnpackFp16Runtime(
+    "tflite_xnnpack_fp16", "tflite", "litert", "cpu", "fp16",
+    "LiteRT CompiledModel on CPU, XNNPACK with FORCE_FP16 (native fp16 arithmetic)"))
 register(CompiledModelRuntime(
     "tflite_gpu", "tflite", "litert", "gpu", "as stored",
     "LiteRT CompiledModel with HardwareAccelerator.GPU", verifies=False))

@@ -3,12 +3,14 @@ model itself as the fp32 reference of verification."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
 import numpy as np
 
 from deploy.runtimes import Runtime, Unavailable, register
+from icnet import cpu
 
 SIGNATURE = "serving_default"
 
@@ -21,11 +23,30 @@ def _check(images: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
     return images
 
 
+@contextlib.contextmanager
+def _onednn_bf16(enabled: bool):
+    """oneDNN's bf16 auto mixed precision for the graphs run inside (TensorFlow optimizes a
+    function per optimizer configuration, so calls outside keep their float32 graphs)."""
+    if not enabled:
+        yield
+        return
+    import tensorflow as tf
+
+    option = "auto_mixed_precision_onednn_bfloat16"
+    tf.config.optimizer.set_experimental_options({option: True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({option: False})
+
+
 class SavedModelSession:
     """`serving_default` inside a tf.function that returns only `logits` (TensorFlow prunes
-    the `class_ids` upsample and argmax, as TF Serving's output filter does)."""
+    the `class_ids` upsample and argmax, as TF Serving's output filter does); with `bf16`,
+    run under oneDNN's bf16 auto mixed precision (convolutions and matrix products in bf16,
+    accumulating in float32)."""
 
-    def __init__(self, path: str, device: str, jit_compile: bool):
+    def __init__(self, path: str, device: str, jit_compile: bool, bf16: bool = False):
         import tensorflow as tf
 
         from deploy.layout import saved_model_version_dir
@@ -41,6 +62,7 @@ class SavedModelSession:
         self.input_size = (int(spec.shape[1]), int(spec.shape[2]))
         self.input_dtype = spec.dtype.name
         self.info: dict[str, Any] = {}
+        self._bf16 = bf16
         self._function = tf.function(lambda images: function(images=images)["logits"],
                                      jit_compile=jit_compile)
 
@@ -49,7 +71,7 @@ class SavedModelSession:
             return self._tf.constant(_check(images, self.input_size), self._tf.uint8)
 
     def run(self, feed) -> np.ndarray:
-        with self._tf.device(self._device):
+        with self._tf.device(self._device), _onednn_bf16(self._bf16):
             return self._function(feed).numpy()
 
 
@@ -74,11 +96,14 @@ class KerasSession:
 
 @dataclasses.dataclass(frozen=True)
 class TensorFlowRuntime(Runtime):
-    """The SavedModel in TensorFlow on one device (XLA-compiled with `jit_compile`)."""
+    """The SavedModel in TensorFlow on one device (XLA-compiled with `jit_compile`; under
+    oneDNN's bf16 auto mixed precision with `precision` "bf16")."""
 
     jit_compile: bool = False
 
     def available(self) -> str | None:
+        if self.precision == "bf16" and not cpu.has_bf16():
+            return cpu.bf16_reason()
         if self.device != "gpu":
             return None
         import tensorflow as tf
@@ -99,12 +124,15 @@ class TensorFlowRuntime(Runtime):
             except RuntimeError:
                 pass
         return SavedModelSession(path, "/GPU:0" if self.device == "gpu" else "/CPU:0",
-                                 self.jit_compile)
+                                 self.jit_compile, bf16=self.precision == "bf16")
 
 
 register(TensorFlowRuntime(
     "tf_cpu", "saved_model", "tensorflow", "cpu", "fp32",
     "TensorFlow SavedModel on CPU (intra-op threads = threads, inter-op 1)"))
+register(TensorFlowRuntime(
+    "tf_cpu_bf16", "saved_model", "tensorflow", "cpu", "bf16",
+    "TensorFlow SavedModel on CPU under oneDNN bf16 auto mixed precision (AMX or AVX512-BF16)"))
 register(TensorFlowRuntime(
     "tf_xla_cpu", "saved_model", "tensorflow", "cpu", "fp32",
     "TensorFlow SavedModel on CPU, signature wrapped in tf.function(jit_compile=True)",

@@ -1,0 +1,77 @@
+r"""The pruning study: accuracy against latency for every keep and criterion, at equal
+training budget, from a source trained to its plateau (benchmarks.pruning_study_lib).
+
+Examples:
+  # The full study (about 90 minutes on 2 cores; rerun the same command to continue):
+  python -m benchmarks.pruning_study --output_dir reports/pruning
+  # A quick run on a tiny model (what make test runs):
+  python -m benchmarks.pruning_study --output_dir /tmp/study --work_dir /tmp/study_work \
+      --filter_scale 0.125 --scene_size 192x256 --input_size 193x257 --train_scenes 8 \
+      --val_scenes 2 --crop_size 161x161 --batch_size 2 --chunk_steps 2 --min_chunks 2 \
+      --max_steps 4 --keeps 0.5 --criteria l1,random --noprogressive --threads 1
+
+Writes --output_dir/STUDY.md (every point: keep, criterion, schedule, params, GFLOPs, int8
+latency, mIoU, the change against the equal-budget control and against the same plan trained
+from scratch), pareto.png, source_curve.png, results.json, and one JSON per finished point in
+points/ (commit them: a rerun, here or on a fresh machine, redoes only what is missing).
+Models and scenes go to --work_dir. SIGINT/SIGTERM stop it (code 75).
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from benchmarks.pruning_study_lib import StudyOptions, run_study
+from icnet import exits
+from icnet.cli import parse_choices, parse_size
+from icnet.model import MIN_INPUT_SIZE
+from deploy.pruning import CRITERIA, parse_schedule
+
+defaults = StudyOptions(output_dir="", work_dir="")
+flags.DEFINE_string("output_dir", "reports/pruning", "Where STUDY.md, the plots and the "
+                    "points go.")
+flags.DEFINE_string("work_dir", "runs/pruning_study", "Where the scenes and models go.")
+flags.DEFINE_float("filter_scale", defaults.filter_scale, "Width of the source.")
+flags.DEFINE_string("scene_size", "x".join(map(str, defaults.scene_size)),
+                    "HxW of the synthetic scenes (train and val).")
+flags.DEFINE_string("input_size", "x".join(map(str, defaults.input_size)),
+                    "HxW at which FLOPs and the int8 latency are measured.")
+flags.DEFINE_integer("train_scenes", defaults.train_scenes, "Training scenes.")
+flags.DEFINE_integer("val_scenes", defaults.val_scenes, "Val scenes for every mIoU.")
+flags.DEFINE_string("crop_size", "x".join(map(str, defaults.crop_size)), "Training crop HxW.")
+flags.DEFINE_integer("batch_size", defaults.batch_size, "Batch size.")
+flags.DEFINE_integer("chunk_steps", defaults.chunk_steps, "Source steps between evaluations.")
+flags.DEFINE_integer("min_chunks", defaults.min_chunks, "Evaluations before the plateau rule "
+                     "may stop the source.")
+flags.DEFINE_integer("max_steps", defaults.max_steps, "The source's step budget (its poly "
+                     "schedule's length).")
+flags.DEFINE_float("plateau_points", defaults.plateau_points, "The plateau: less than this "
+                   "many mIoU points gained over the last fifth of training.")
+flags.DEFINE_string("keeps", ",".join(f"{k:g}" for k in defaults.keeps), "Uniform keeps.")
+flags.DEFINE_string("criteria", ",".join(defaults.criteria), "Importance criteria.")
+flags.DEFINE_bool("progressive", defaults.progressive, "Also 0.75 -> 0.5 progressive (l1).")
+flags.DEFINE_bool("scratch", defaults.scratch, "Also every plan trained from scratch.")
+flags.DEFINE_integer("threads", defaults.threads, "Threads of the latency measurements.")
+flags.DEFINE_integer("seed", defaults.seed, "Seed of the scenes, initialisation and data.")
+FLAGS = flags.FLAGS
+
+
+def _main() -> None:
+    options = StudyOptions(
+        output_dir=FLAGS.output_dir, work_dir=FLAGS.work_dir, filter_scale=FLAGS.filter_scale,
+        scene_size=parse_size(FLAGS.scene_size, "scene_size", MIN_INPUT_SIZE - 1),
+        input_size=parse_size(FLAGS.input_size, "input_size", MIN_INPUT_SIZE),
+        train_scenes=FLAGS.train_scenes, val_scenes=FLAGS.val_scenes,
+        crop_size=parse_size(FLAGS.crop_size, "crop_size", MIN_INPUT_SIZE),
+        batch_size=FLAGS.batch_size, chunk_steps=FLAGS.chunk_steps,
+        min_chunks=FLAGS.min_chunks, max_steps=FLAGS.max_steps,
+        plateau_points=FLAGS.plateau_points,
+        keeps=tuple(sorted(set(parse_schedule(FLAGS.keeps)), reverse=True)),
+        criteria=parse_choices(FLAGS.criteria, tuple(CRITERIA), "criteria"),
+        progressive=FLAGS.progressive, scratch=FLAGS.scratch, threads=FLAGS.threads,
+        seed=FLAGS.seed)
+    run_study(options)
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: exits.run(_main, {"schedule": "keeps"}))

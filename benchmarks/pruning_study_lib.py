@@ -1,0 +1,426 @@
+"""benchmarks.pruning_study's work: how much accuracy pruning costs, at equal training.
+
+The steps (each finished one kept as a small JSON point in `<output>/points/`, so a rerun
+redoes only what is missing, on this machine or a fresh one):
+
+1. Scenes: synthetic street scenes at the deployment scale, written once in the Cityscapes
+   layout (`<work>/scenes`); training crops them, evaluation reads them as Cityscapes (padded
+   to 1025x2049 for 1024x2048 scenes: the deployment protocol).
+2. The source: the full-width model trained in chunks until its val mIoU plateaus: the
+   plateau rule is met when the mIoU gained over the last fifth of training (against the
+   evaluation at or before 80% of the steps) is below `plateau_points`, after at least
+   `min_chunks` chunks (or at `max_steps`). Its curve (val mIoU and loss per chunk) is kept.
+3. The equal-budget control: the source fine-tuned for F = source steps / 10.
+4. Pruned points: every keep x criterion, one shot, fine-tuned F steps; plus 0.75 -> 0.5
+   progressive (l1, F/2 steps per stage).
+5. From-scratch controls: every pruned plan trained from scratch for the source's steps + F.
+6. Every point evaluated on the same val scenes, and every plan timed as an int8 TFLite under
+   XNNPACK (`threads`, calibrated on training scenes, in a worker process) at the input size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import time
+
+import numpy as np
+import tf_keras
+from absl import logging
+
+from benchmarks.latency_lib import time_artifact
+from deploy import tflite_writer
+from deploy.prune_lib import PruneOptions, prune_into
+from deploy.pruning import model_groups, prune_plan
+from deploy.verify import SourceImages
+from icnet.checkpoint import load_checkpoint_weights
+from icnet.config import ICNetConfig
+from icnet.data import make_source
+from icnet.data.synthetic import write_cityscapes_layout
+from icnet.evaluation import evaluate
+from icnet.fileio import atomic_write_bytes
+from icnet.inference import build_inference_model
+from icnet.profiling import model_profile
+from icnet.training import TrainOptions, read_summary, train
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyOptions:
+    """What the study trains and measures (defaults: the full study on this 2-core CPU)."""
+
+    output_dir: str
+    work_dir: str
+    filter_scale: float = 2.0
+    scene_size: tuple[int, int] = (1024, 2048)
+    input_size: tuple[int, int] = (1025, 2049)
+    train_scenes: int = 200
+    val_scenes: int = 20
+    crop_size: tuple[int, int] = (192, 384)
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    finetune_learning_rate: float = 1e-3
+    chunk_steps: int = 100
+    min_chunks: int = 5
+    max_steps: int = 2000
+    plateau_points: float = 0.5
+    keeps: tuple[float, ...] = (0.75, 0.5, 0.35, 0.25)
+    criteria: tuple[str, ...] = ("l1", "l2", "bn_scale", "taylor", "random")
+    progressive: bool = True
+    scratch: bool = True
+    threads: int = 2
+    timing_runs: int = 5
+    calibration_images: int = 8
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("train_scenes", "val_scenes", "chunk_steps", "min_chunks", "max_steps",
+                     "threads", "timing_runs", "calibration_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+class Study:
+    """The study's state: its options, data and the points done so far."""
+
+    def __init__(self, options: StudyOptions):
+        self.options = options
+        self.points_dir = os.path.join(options.output_dir, "points")
+        os.makedirs(self.points_dir, exist_ok=True)
+        os.makedirs(options.work_dir, exist_ok=True)
+        self.scenes = os.path.join(options.work_dir, "scenes")
+        self._train = self._val = None
+
+    # --- bookkeeping -----------------------------------------------------------------------
+
+    def point(self, name: str) -> dict | None:
+        path = os.path.join(self.points_dir, f"{name}.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def save_point(self, name: str, point: dict) -> dict:
+        atomic_write_bytes(os.path.join(self.points_dir, f"{name}.json"),
+                           json.dumps(point, indent=1).encode())
+        logging.info("study: point %s done", name)
+        return point
+
+    def model_dir(self, name: str) -> str:
+        return os.path.join(self.options.work_dir, name)
+
+    # --- data ------------------------------------------------------------------------------
+
+    def sources(self):
+        """(train, val) sources of the scenes, written to disk on first use."""
+        if self._train is None:
+            marker = os.path.join(self.scenes, "complete.json")
+            spec = {"size": list(self.options.scene_size), "train": self.options.train_scenes,
+                    "val": self.options.val_scenes, "seed": self.options.seed}
+            done = None
+            if os.path.isfile(marker):
+                with open(marker) as f:
+                    done = json.load(f)
+            if done != spec:
+                logging.info("study: writing %d + %d scenes at %dx%d into %s",
+                             spec["train"], spec["val"], *self.options.scene_size, self.scenes)
+                write_cityscapes_layout(self.scenes, spec["train"], spec["val"],
+                                        *self.options.scene_size, seed=self.options.seed)
+                atomic_write_bytes(marker, json.dumps(spec).encode())
+            self._train = make_source("cityscapes", "train", data_dir=self.scenes)
+            self._val = make_source("cityscapes", "val", data_dir=self.scenes)
+        return self._train, self._val
+
+    def train_options(self, model_dir: str, steps: int, learning_rate: float) -> TrainOptions:
+        o = self.options
+        return TrainOptions(model_dir=model_dir, steps=steps, batch_size=o.batch_size,
+                            crop_size=o.crop_size, learning_rate=learning_rate, seed=o.seed,
+                            cache_examples=True, checkpoint_every=o.chunk_steps,
+                            log_every=max(1, min(10, o.chunk_steps)))
+
+    def miou(self, model: str) -> float:
+        _, val = self.sources()
+        tf_keras.backend.clear_session()
+        return evaluate(*load_checkpoint_weights(model), val, self.options.val_scenes)["miou"]
+
+    def cost(self, config: ICNetConfig) -> dict:
+        profile = model_profile(config.replace(batch_norm=False), self.options.input_size)
+        return {"params": profile["params"], "gflops": profile["gflops"]}
+
+    # --- the steps -------------------------------------------------------------------------
+
+    def source(self) -> dict:
+        """Trains the full-width source in chunks until its val mIoU plateaus."""
+        done = self.point("source")
+        if done is not None:
+            return done
+        o = self.options
+        train_source, _ = self.sources()
+        model_dir = self.model_dir("source")
+        config = ICNetConfig.from_filter_scale(o.filter_scale, train_source.num_classes)
+        curve = []
+        progress = os.path.join(model_dir, "study_curve.json")
+        if os.path.isfile(progress):
+            with open(progress) as f:
+                curve = json.load(f)
+        step = curve[-1]["step"] if curve else 0
+        while step < o.max_steps and not plateaued(curve, o.min_chunks, o.plateau_points):
+            step = min(step + o.chunk_steps, o.max_steps)
+            # One poly schedule over max_steps, stopped at the plateau.
+            options = self.train_options(model_dir, o.max_steps, o.learning_rate)
+            train(dataclasses.replace(options, stop_at=step), config, train_source)
+            curve.append({"step": step, "miou": self.miou(model_dir)})
+            atomic_write_bytes(progress, json.dumps(curve).encode())
+            logging.info("study: source at step %d, val mIoU %.2f%%", step,
+                         100 * curve[-1]["miou"])
+        summary = read_summary(model_dir)
+        return self.save_point("source", {
+            "name": "source", "kind": "source", "keep": 1.0, "criterion": None,
+            "schedule": None, "steps": step, "miou": curve[-1]["miou"], "curve": curve,
+            "loss_curve": [[s, losses["total"]] for s, losses in summary.get("curve", [])],
+            "plateau_met": plateaued(curve, o.min_chunks, o.plateau_points),
+            **self.cost(config)})
+
+    def finetune_steps(self, source: dict) -> int:
+        return max(1, source["steps"] // 10)
+
+    def control(self, source: dict) -> dict:
+        """The source fine-tuned for F steps: what every pruned point is compared with."""
+        done = self.point("control")
+        if done is not None:
+            return done
+        train_source, _ = self.sources()
+        steps = self.finetune_steps(source)
+        model_dir = self.model_dir("control")
+        config, weights = load_checkpoint_weights(self.model_dir("source"))
+        train(self.train_options(model_dir, steps, self.options.finetune_learning_rate),
+              config, train_source, init_weights=(weights, "the study source"))
+        return self.save_point("control", {
+            "name": "control", "kind": "control", "keep": 1.0, "criterion": None,
+            "schedule": None, "steps": steps, "miou": self.miou(model_dir),
+            **self.cost(config)})
+
+    def pruned(self, source: dict, schedule: tuple[float, ...], criterion: str) -> dict:
+        """One pruned point: pruned from the source by `criterion`, fine-tuned F steps in all
+        (split evenly over the stages of a progressive schedule)."""
+        name = "pruned_" + "_".join(f"{k:g}" for k in schedule) + f"_{criterion}"
+        done = self.point(name)
+        if done is not None:
+            return done
+        train_source, val = self.sources()
+        steps = self.finetune_steps(source)
+        per_stage = max(1, steps // len(schedule))
+        output = self.model_dir(name)
+        tf_keras.backend.clear_session()
+        report = prune_into(
+            self.model_dir("source"), output,
+            PruneOptions(schedule=schedule, criterion=criterion,
+                         finetune=self.train_options("", per_stage,
+                                                     self.options.finetune_learning_rate),
+                         eval_images=0, input_size=self.options.input_size),
+            train_source, val, os.path.join(self.options.work_dir, f".{name}.work"))
+        config, _ = load_checkpoint_weights(output)
+        return self.save_point(name, {
+            "name": name, "kind": "pruned", "keep": schedule[-1], "criterion": criterion,
+            "schedule": list(schedule), "steps": per_stage * len(schedule),
+            "miou": self.miou(output), "plan": config.plan,
+            "params": report.final.measure.params, "gflops": report.final.measure.gflops})
+
+    def scratch(self, source: dict, keep: float) -> dict:
+        """The pruned plan at `keep` trained from scratch for the source's steps + F."""
+        name = f"scratch_{keep:g}"
+        done = self.point(name)
+        if done is not None:
+            return done
+        train_source, _ = self.sources()
+        config = plan_config(self.options, train_source.num_classes, keep)
+        steps = source["steps"] + self.finetune_steps(source)
+        model_dir = self.model_dir(name)
+        tf_keras.utils.set_random_seed(self.options.seed)
+        train(self.train_options(model_dir, steps, self.options.learning_rate), config,
+              train_source)
+        return self.save_point(name, {
+            "name": name, "kind": "scratch", "keep": keep, "criterion": None,
+            "schedule": None, "steps": steps, "miou": self.miou(model_dir),
+            "plan": config.plan, **self.cost(config)})
+
+    def latency(self, keep: float) -> dict:
+        """The int8 TFLite XNNPACK latency of the plan at `keep` (1.0: the source's)."""
+        name = f"latency_{keep:g}"
+        done = self.point(name)
+        if done is not None:
+            return done
+        train_source, _ = self.sources()
+        o = self.options
+        config = plan_config(o, train_source.num_classes, keep).replace(batch_norm=False)
+        tf_keras.backend.clear_session()
+        tf_keras.utils.set_random_seed(o.seed)
+        # The plan's latency does not depend on the weights: random ones, calibrated.
+        model = build_inference_model(config, _random_weights(config), o.input_size)
+        calibration = SourceImages(train_source, o.calibration_images, o.input_size)
+        path = os.path.join(o.work_dir, f"{name}.tflite")
+        tflite_writer.write(tflite_writer.convert(model, o.input_size, "int8", calibration),
+                            path)
+        result = time_artifact(path, "tflite_xnnpack", o.threads, warmup=2,
+                               runs=o.timing_runs)
+        if result.get("status") != "ok":
+            raise RuntimeError(f"timing {path} failed: {result.get('error')}")
+        return self.save_point(name, {"name": name, "kind": "latency", "keep": keep,
+                                      "median_s": result["median_s"],
+                                      "p90_s": result["p90_s"], "threads": o.threads})
+
+
+def _random_weights(config: ICNetConfig):
+    from icnet.model import build_icnet
+    from icnet.weights import model_weights
+
+    return model_weights(build_icnet(config, (161, 161)))
+
+
+def plan_config(options: StudyOptions, num_classes: int, keep: float) -> ICNetConfig:
+    """The uniform-keep plan of the source's width (what every criterion prunes to)."""
+    config = ICNetConfig.from_filter_scale(options.filter_scale, num_classes)
+    if keep >= 1.0:
+        return config
+    return config.replace(plan=prune_plan(config.plan, model_groups(config), keep))
+
+
+def plateaued(curve: list[dict], min_chunks: int, plateau_points: float) -> bool:
+    """The plateau rule: at least `min_chunks` evaluations, and the mIoU gained over the last
+    fifth of the steps (the last against the latest at or before 80% of them) below
+    `plateau_points`."""
+    if len(curve) < min_chunks:
+        return False
+    last = curve[-1]
+    earlier = [p for p in curve if p["step"] <= 0.8 * last["step"]]
+    return bool(earlier) and 100 * (last["miou"] - earlier[-1]["miou"]) < plateau_points
+
+
+def run_study(options: StudyOptions) -> dict:
+    """Runs (or resumes) every step; returns the points and writes STUDY.md and the plots."""
+    begin = time.time()
+    study = Study(options)
+    source = study.source()
+    points = [source, study.control(source)]
+    for keep in options.keeps:
+        for criterion in options.criteria:
+            points.append(study.pruned(source, (keep,), criterion))
+    if options.progressive and 0.75 in options.keeps and 0.5 in options.keeps:
+        points.append(study.pruned(source, (0.75, 0.5), "l1"))
+    if options.scratch:
+        points += [study.scratch(source, keep) for keep in options.keeps]
+    latencies = {p["keep"]: p for p in (study.latency(keep) for keep in (1.0, *options.keeps))}
+    results = {"points": points, "latency": latencies, "options": dataclasses.asdict(options)}
+    write_outputs(results, options.output_dir, time.time() - begin)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# The report.
+
+
+def _ms(latencies: dict, keep: float) -> str:
+    point = latencies.get(keep)
+    return "n/a" if point is None else f"{point['median_s'] * 1e3:.1f} ms"
+
+
+def study_markdown(results: dict, seconds: float) -> str:
+    """STUDY.md: the table (every point, its drop against the equal-budget control), the
+    source's plateau, and the plots."""
+    points, latencies = results["points"], results["latency"]
+    source = next(p for p in points if p["kind"] == "source")
+    control = next(p for p in points if p["kind"] == "control")
+    scratch = {p["keep"]: p for p in points if p["kind"] == "scratch"}
+    o = results["options"]
+    lines = ["# Pruning study: what pruning costs at equal training", "",
+             f"The full-width (fs={o['filter_scale']:g}) source trained on "
+             f"{'x'.join(map(str, o['crop_size']))} crops of {o['train_scenes']} synthetic "
+             f"scenes at {'x'.join(map(str, o['scene_size']))}, batch {o['batch_size']}, "
+             f"until its val mIoU plateaued: {source['steps']} steps (plateau rule: less than "
+             f"{o['plateau_points']:g} point gained over the last fifth of training, after at "
+             f"least {o['min_chunks']} chunks of {o['chunk_steps']} steps: "
+             f"{'met' if source['plateau_met'] else 'NOT met (stopped at max_steps)'}). Every "
+             f"pruned point is fine-tuned {control['steps']} steps (a tenth of the source's) and "
+             f"compared with the equal-budget control, the source fine-tuned the same "
+             f"{control['steps']} steps ({100 * control['miou']:.2f}%). mIoU on "
+             f"{o['val_scenes']} val scenes at {'x'.join(map(str, o['input_size']))}; latency "
+             f"of the plan as int8 TFLite under XNNPACK, {o['threads']} threads, median of "
+             f"{o['timing_runs']}. Wall time of the run that finished it: {seconds / 60:.1f} "
+             f"min (points done in earlier runs not counted).", "",
+             "| keep | criterion | schedule | params | GFLOPs | int8 latency | mIoU | vs "
+             "equal-budget control | vs from scratch (same plan, same total steps) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        schedule = ("one shot" if p["schedule"] and len(p["schedule"]) == 1 else
+                    " -> ".join(f"{k:g}" for k in p["schedule"]) if p["schedule"] else p["kind"])
+        delta = (f"{100 * (p['miou'] - control['miou']):+.2f} pt" if p["kind"] == "pruned"
+                 else "–")
+        versus = scratch.get(p["keep"]) if p["kind"] == "pruned" else None
+        scratch_text = (f"{100 * (p['miou'] - versus['miou']):+.2f} pt ({100 * versus['miou']:.2f}%)"
+                        if versus else "–")
+        lines.append(f"| {p['keep']:g} | {p['criterion'] or p['kind']} | {schedule} | "
+                     f"{p['params']:,} | {p['gflops']:.2f} | {_ms(latencies, p['keep'])} | "
+                     f"{100 * p['miou']:.2f}% | {delta} | {scratch_text} |")
+    lines += ["", "![mIoU against int8 latency](pareto.png)", "",
+              "![the source's training](source_curve.png)", ""]
+    return "\n".join(lines)
+
+
+def _save(figure, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_outputs(results: dict, output_dir: str, seconds: float) -> None:
+    """STUDY.md, results.json, pareto.png (mIoU against latency, one series per criterion) and
+    source_curve.png (val mIoU and loss against steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points, latencies = results["points"], results["latency"]
+    figure, axes = plt.subplots(figsize=(8, 5))
+    series = {}
+    for p in points:
+        key = p["criterion"] if p["kind"] == "pruned" else p["kind"]
+        if p["kind"] == "pruned" and len(p["schedule"]) > 1:
+            key = "l1 progressive"
+        if p["keep"] in latencies:
+            series.setdefault(key, []).append((latencies[p["keep"]]["median_s"] * 1e3,
+                                               100 * p["miou"]))
+    for key, values in sorted(series.items()):
+        values.sort()
+        axes.plot([v[0] for v in values], [v[1] for v in values], "o-" if len(values) > 1
+                  else "s", label=key)
+    axes.set_xlabel("int8 TFLite XNNPACK latency (ms)")
+    axes.set_ylabel("mIoU (%)")
+    axes.set_title("pruned points and controls: mIoU against latency")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    _save(figure, os.path.join(output_dir, "pareto.png"))
+
+    source = next(p for p in points if p["kind"] == "source")
+    figure, left = plt.subplots(figsize=(8, 5))
+    left.plot([c["step"] for c in source["curve"]], [100 * c["miou"] for c in source["curve"]],
+              "o-", color="tab:blue", label="val mIoU")
+    left.set_xlabel("step")
+    left.set_ylabel("val mIoU (%)", color="tab:blue")
+    if source["loss_curve"]:
+        right = left.twinx()
+        right.plot([c[0] for c in source["loss_curve"]], [c[1] for c in source["loss_curve"]],
+                   color="tab:gray", alpha=0.6, label="training loss")
+        right.set_ylabel("total training loss", color="tab:gray")
+    left.set_title("the source's training until the plateau")
+    left.grid(True, alpha=0.3)
+    _save(figure, os.path.join(output_dir, "source_curve.png"))
+    atomic_write_bytes(os.path.join(output_dir, "results.json"),
+                       json.dumps(results, indent=1).encode())
+    atomic_write_bytes(os.path.join(output_dir, "STUDY.md"),
+                       study_markdown(results, seconds).encode())
+    logging.info("study: wrote %s", os.path.join(output_dir, "STUDY.md"))
