@@ -31,7 +31,8 @@ from deploy.report import ExportReport
 from icnet.exits import OptionError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_FORMAT_ORDER = {fmt: index for index, fmt in enumerate(("saved_model", "onnx", "tflite"))}
+_FORMAT_ORDER = {fmt: index for index, fmt in enumerate(("saved_model", "onnx", "openvino",
+                                                          "tflite"))}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -178,7 +178,7 @@ class Study:
         return self.save_point("source", {
             "name": "source", "kind": "source", "keep": 1.0, "criterion": None,
             "schedule": None, "steps": step, "miou": curve[-1]["miou"], "curve": curve,
-            "loss_curve": [[s, losses["total"]] for s, losses in summary.get("curve", [])],
+            "loss_curve": [[point[0], point[1]["total"]] for point in summary.get("curve", [])],
             "plateau_met": plateaued(curve, o.min_chunks, o.plateau_points),
             **self.cost(config)})
 

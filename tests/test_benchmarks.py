@@ -272,6 +272,12 @@ def pruned_export_results():
                       1.4 * scale)]
     rows.append(fake("tflite/icnet_int8.tflite", "icnet", "tflite", "int8", "tflite_xnnpack", 2,
                      0.12))
+    rows.append(fake("openvino/icnet.xml", "icnet", "openvino", "fp32", "openvino_cpu_bf16", 2,
+                     0.05))
+    rows.append(fake("openvino/icnet_int8.xml", "icnet", "openvino", "int8", "openvino_cpu", 2,
+                     0.03))  # the fastest, but below the accuracy bar: not "verified"
+    rows.append(fake("saved_model/icnet_unpruned/1", "icnet_unpruned", "saved_model", "fp32",
+                     "tf_cpu_bf16", 2, 0.45))
     rows.append({**fake("tflite/icnet_int8.tflite", "icnet", "tflite", "int8", "tflite_gpu",
                         None, 1), "status": "unavailable", "reason": "no GPU",
                  "median_s": None})
@@ -281,10 +287,24 @@ def pruned_export_results():
                                                       eval_images=2)),
               "icnet_unpruned": ModelReport(num_classes=19, params=40, flops=4 * 10**9,
                                             gflops=4.0, pruned=False, plan={})}
-    artifacts = [ArtifactReport(path="tflite/icnet_int8.tflite", model="icnet", format="tflite",
-                                quantization="int8", size_bytes=2**20,
-                                verifications=[Verification(runtime="tflite_xnnpack",
-                                                            miou=0.49)])]
+    def checked(runtime, agreement, delta, floor=None):
+        return Verification(runtime=runtime, argmax_agreement=agreement, miou=0.5 + delta,
+                            miou_delta=delta, below_floor=floor)
+
+    artifacts = [
+        ArtifactReport(path="tflite/icnet_int8.tflite", model="icnet", format="tflite",
+                       quantization="int8", size_bytes=2**20,
+                       verifications=[checked("tflite_xnnpack", 0.99, -0.01)]),
+        ArtifactReport(path="openvino/icnet.xml", model="icnet", format="openvino",
+                       quantization="fp32", size_bytes=2**20,
+                       verifications=[checked("openvino_cpu_bf16", 0.985, -0.005)]),
+        ArtifactReport(path="openvino/icnet_int8.xml", model="icnet", format="openvino",
+                       quantization="int8", size_bytes=2**20,
+                       verifications=[checked("openvino_cpu", 0.95, -0.02,
+                                              "argmax agreement 95.000% < 98%")]),
+        ArtifactReport(path="saved_model/icnet_unpruned/1", model="icnet_unpruned",
+                       format="saved_model", quantization="fp32", size_bytes=2**20,
+                       verifications=[checked("tf_cpu_bf16", 0.995, 0.0)])]
     report = ExportReport(model_name="icnet", version=1, source="runs/p", input_size=[1025, 2049],
                           models=models, artifacts=artifacts, data={"eval": "synthetic"})
     return rows, report
@@ -305,9 +325,16 @@ def test_acceptance_ratios_of_a_pruned_export():
     for check, (value, met) in expected.items():
         assert rows[check]["value"] == pytest.approx(value), check
         assert rows[check]["met"] is met, check
-    fastest = rows["pruned int8 TFLite XNNPACK (post-training or QAT) is the fastest CPU "
-                   "artifact"]
-    assert fastest["met"] is True and "icnet_int8.tflite" in fastest["value"]
+    # The fastest result that passes its verification (the int8 IR is faster but below the
+    # bar): OpenVINO bf16, 0.05 / 0.12 of the int8 TFLite under XNNPACK.
+    fastest = rows["fastest verified CPU artifact of the pruned model / pruned int8 TFLite "
+                   "XNNPACK"]
+    assert fastest["value"] == pytest.approx(0.05 / 0.12) and fastest["met"] is True
+    assert "openvino_cpu_bf16" in fastest["numerator"] and "agreement 98.50%" in fastest["note"]
+    bf16 = rows["full-width fp32 SavedModel tf_cpu_bf16 / tf_cpu"]
+    assert bf16["value"] == pytest.approx(0.45) and bf16["met"] is True
+    assert report_lib.fastest_verified(results, report, "icnet", 2)["artifact"] == \
+        "openvino/icnet.xml"
     # Missing results are n/a with the reason, never a verdict.
     rows = {row["check"]: row for row in report_lib.acceptance_ratios(results, report, 4)}
     assert rows["pruned / full-width fp32 TFLite XNNPACK"]["met"] is None
@@ -323,7 +350,8 @@ def test_acceptance_ratios_of_a_pruned_export():
                                  artifacts=[])
     assert unpruned_only.full_width_model() == "icnet" and unpruned_only.pruned_model() is None
     rows = report_lib.acceptance_ratios(results, unpruned_only, 2)
-    pruned_checks = [row for row in rows if "(icnet" not in row["check"]]
+    pruned_checks = [row for row in rows if "pruned" in row["check"].split("(")[0]
+                     and "full-width fp32 SavedModel" not in row["check"]]
     assert len(pruned_checks) == 4
     assert all(row["met"] is None and row["why"] == "the export has no pruned model"
                for row in pruned_checks)
@@ -334,8 +362,9 @@ def test_report_markdown_of_a_pruned_export(tmp_path):
     latency = {"machine": {"cpu_model": "Test CPU", "logical_cores": 2, "gpus": []},
                "settings": {"runs": 5, "warmup": 1}, "results": results, "complete": True}
     text = report_lib.markdown(latency, report, 2)
+    table = text[text.index("## Results"):text.index("## Acceptance")]
     rows = {line.split(" | ")[0][3:-1] + " " + line.split(" | ")[4]: line
-            for line in text.splitlines() if line.startswith("| `")}
+            for line in table.splitlines() if line.startswith("| `")}
     assert len(rows) == len(results)
     assert "| 1.00x (baseline) |" in rows["saved_model/icnet_unpruned/1 tf_cpu"]
     assert "| 3.33x |" in rows["saved_model/icnet/1 tf_cpu"]
@@ -344,8 +373,15 @@ def test_report_markdown_of_a_pruned_export(tmp_path):
     assert "no GPU" in rows["tflite/icnet_int8.tflite tflite_gpu"]
     # mIoU is the verification under the row's runtime: none under tflite_gpu.
     assert "49.00%" not in rows["tflite/icnet_int8.tflite tflite_gpu"]
-    assert "| NOT met |" in text and "| met |" in text
+    assert "| NOT met |" in text and "| met" in text
     assert "| 1 s | 0.518 s | 1.93 |" in text  # full-width SavedModel vs reference fs=2
+    deploy = text[text.index("## What to deploy"):text.index("## Reference numbers")]
+    assert "| x86 edge box or server, any runtime | `openvino/icnet.xml` | openvino_cpu_bf16 |" \
+        in deploy
+    assert "| ARM phone CPU | `tflite/icnet_int8.tflite` | tflite_xnnpack |" in deploy
+    fastest_first = [line for line in deploy.splitlines() if line.startswith("| `")]
+    assert fastest_first[0].startswith("| `openvino/icnet_int8.xml` | openvino_cpu | 30.00 ms |")
+    assert "(below the bar)" in fastest_first[0]
     assert "not comparable with the published timings" not in text
     path = report_lib.write_report(latency, report, str(tmp_path))
     assert os.path.basename(path) == "REPORT.md"
@@ -364,12 +400,15 @@ def test_discovery_and_flag_parsing(export_dir):
     artifacts, missing = latency_lib.artifacts_of(export_dir, report)
     assert [a.path for a in artifacts] == list(ARTIFACTS) and missing == []
     assert all(a.model == "icnet" and a.size_bytes > 0 for a in artifacts)
-    assert [a.quantization for a in artifacts] == ["fp32", "fp32", "fp32", "int8"]
+    assert [a.quantization for a in artifacts] == [
+        "int8" if "int8" in path else "fp32" for path in ARTIFACTS]
     assert latency_lib.parse_runtimes("tflite,onnxruntime_cpu") == (
-        "tflite_xnnpack", "tflite_reference", "tflite_gpu", "onnxruntime_cpu")
-    assert latency_lib.parse_runtimes("tf", xla=True) == ("tf_cpu", "tf_xla_cpu", "tf_gpu")
-    assert set(latency_lib.parse_runtimes("tf,tflite,onnx")) == set(runtimes.REGISTRY) - {
-        "tf_xla_cpu"}
+        "tflite_xnnpack", "tflite_reference", "tflite_xnnpack_fp16", "tflite_gpu",
+        "onnxruntime_cpu")
+    assert latency_lib.parse_runtimes("tf", xla=True) == ("tf_cpu", "tf_cpu_bf16", "tf_xla_cpu",
+                                                          "tf_gpu")
+    assert set(latency_lib.parse_runtimes("tf,tflite,onnx,openvino")) == set(
+        runtimes.REGISTRY) - {"tf_xla_cpu"}
     assert latency_lib.parse_threads("4,1,2,2") == (1, 2, 4)
     with pytest.raises(OptionError, match=r"runtimes: unknown \['tpu'\]") as error:
         latency_lib.parse_runtimes("tflite,tpu")
@@ -378,6 +417,8 @@ def test_discovery_and_flag_parsing(export_dir):
     assert [(c.artifact.path, c.runtime, c.threads) for c in cases] == [
         ("saved_model/icnet/1", "tf_cpu", 1), ("saved_model/icnet/1", "tf_cpu", 2),
         ("onnx/icnet.onnx", "onnxruntime_cpu", 1), ("onnx/icnet.onnx", "onnxruntime_cpu", 2),
+        ("onnx/icnet_int8.onnx", "onnxruntime_cpu", 1),
+        ("onnx/icnet_int8.onnx", "onnxruntime_cpu", 2),
         ("tflite/icnet_fp32.tflite", "tflite_gpu", None),
         ("tflite/icnet_int8.tflite", "tflite_gpu", None)]
     log = ("INFO: [x.cc:1] fine\nERROR: [delegate_webgpu.cc:359] Failed to initialize WebGPU "
@@ -656,7 +697,8 @@ def test_a_runtime_registered_outside_deploy_is_benchmarked(export_dir, parity_i
     assert runtimes.for_format("onnx")[0].name == "onnxruntime_cpu"  # still the default
 
     data = latency_lib.benchmark(export_dir, ("dummy_onnx_cpu",), (1,), warmup=1, runs=1)
-    assert data["complete"] is True and len(data["results"]) == 1
+    assert data["complete"] is True
+    assert [r["artifact"] for r in data["results"]] == ["onnx/icnet.onnx", "onnx/icnet_int8.onnx"]
     result = data["results"][0]
     assert result["artifact"] == "onnx/icnet.onnx" and result["runtime"] == "dummy_onnx_cpu"
     assert result["status"] == "ok", result

@@ -683,7 +683,7 @@ def test_export_with_pruning_only_the_pruned_model(tmp_path, weights_file, sourc
     # The pruning measured the mIoU before and after.
     assert report.prune.original.miou is not None and report.prune.final.measure.miou == \
         pytest.approx(report.models["icnet"].reference.miou, abs=1e-6)
-    assert "| before |" in (tmp_path / "out" / "export_report.md").read_text()
+    assert "| before (the source) |" in (tmp_path / "out" / "export_report.md").read_text()
 
 
 def test_qat_trained_at_a_crop_exports_at_the_export_size(tmp_path, weights_file, sources):
@@ -732,7 +732,7 @@ def test_an_artifact_below_its_floor_fails_the_export_and_the_report_marks_it(tm
     command = [sys.executable, "-m", "deploy.export", "--model", str(model_dir), "--export_dir",
                str(tmp_path / "out"), "--input_size", "193x257", "--formats", "tflite",
                "--quantize", "fp32,int8", "--parity_images", "2", "--eval_images", "0",
-               "--calibration_images", "4", "--nogpu_check", "--min_agreement", "0.5"]
+               "--calibration_images", "4", "--nogpu_check", "--min_agreement", "0.8"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 3, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -742,5 +742,5 @@ def test_an_artifact_below_its_floor_fails_the_export_and_the_report_marks_it(tm
     report = ExportReport.read(str(tmp_path / "out"))
     int8 = verified(report, "tflite/icnet_int8.tflite")
     assert int8.below_floor.startswith("argmax agreement") and not int8.passed
-    assert int8.argmax_agreement < 0.5 and verified(report, "tflite/icnet_fp32.tflite").passed
+    assert int8.argmax_agreement < 0.8 and verified(report, "tflite/icnet_fp32.tflite").passed
     assert "**FAILED**" in (tmp_path / "out" / "export_report.md").read_text()
