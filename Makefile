@@ -4,10 +4,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
+# MediaPipe (a client of the exported .tflite files, as in an app) needs absl-py 2.x; the kit's
+# tensorflow-model-optimization needs absl-py 1.x: MediaPipe gets an environment of its own.
+MEDIAPIPE_VENV ?= .venv-mediapipe
+MEDIAPIPE_STAMP := $(MEDIAPIPE_VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install mediapipe-env test demo clean
 
 install: $(STAMP)
+
+mediapipe-env: $(MEDIAPIPE_STAMP)
+
+$(MEDIAPIPE_STAMP): clients/requirements-mediapipe.txt
+	$(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MEDIAPIPE_VENV)/bin/python -m pip install --quiet -r clients/requirements-mediapipe.txt
+	$(MEDIAPIPE_VENV)/bin/python -m pip check
+	touch $(MEDIAPIPE_STAMP)
 
 $(STAMP): setup.py setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +29,7 @@ $(STAMP): setup.py setup.cfg
 	$(PY) -m pip check
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) $(MEDIAPIPE_STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
 
 # The kit's main job on the embedded synthetic street scenes, in six steps: render sample
@@ -35,7 +48,7 @@ DEMO_STEPS ?= 200
 DEMO_BATCH ?= 8
 DEMO_CROP ?= 256x512
 DEMO_SCENES ?= 200
-DEMO_FINETUNE_STEPS ?= 150
+DEMO_FINETUNE_STEPS ?= 100
 DEMO_QAT_STEPS ?= 30
 DEMO_CALIBRATION ?= 32
 DEMO_PARITY ?= 10
@@ -47,7 +60,7 @@ DEMO_SCENE_FLAGS = --synthetic_size $(DEMO_SCENE_SIZE) --synthetic_count $(DEMO_
     --crop_size $(DEMO_CROP) --batch_size $(DEMO_BATCH)
 DEMO_SAMPLE = $(DEMO_DIR)/scenes/leftImg8bit/val/synth/synth_000000_000019_leftImg8bit.png
 
-demo: $(STAMP)
+demo: $(STAMP) $(MEDIAPIPE_STAMP)
 	@echo "== demo 1/6: render sample street scenes ($(DEMO_SCENE_SIZE)) into $(DEMO_DIR)/scenes"
 	$(PY) -m icnet.data.synthetic --output_dir $(DEMO_DIR)/scenes --train 0 --val 2 \
 	    --size $(DEMO_SCENE_SIZE)
@@ -74,4 +87,4 @@ demo: $(STAMP)
 	@echo "== demo done: $(REPORT_DIR)/REPORT.md, $(DEMO_DIR)/export, $(DEMO_DIR)/overlay.png"
 
 clean:
-	rm -rf $(VENV) runs exports .pytest_cache
+	rm -rf $(VENV) $(MEDIAPIPE_VENV) runs exports .pytest_cache

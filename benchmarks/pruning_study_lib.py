@@ -63,7 +63,7 @@ class StudyOptions:
     finetune_learning_rate: float = 1e-3
     chunk_steps: int = 100
     min_chunks: int = 5
-    max_steps: int = 2000
+    max_steps: int = 1000
     plateau_points: float = 0.5
     keeps: tuple[float, ...] = (0.75, 0.5, 0.35, 0.25)
     criteria: tuple[str, ...] = ("l1", "l2", "bn_scale", "taylor", "random")

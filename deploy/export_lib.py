@@ -17,22 +17,26 @@ import shutil
 import tempfile
 import time
 
+import numpy as np
 import tf_keras
 from absl import logging
 
-from deploy import layout, onnx_writer, openvino_writer, runtimes, serving, tflite_writer
+from deploy import (layout, mediapipe_check, onnx_writer, openvino_writer, runtimes, serving,
+                    tflite_metadata, tflite_writer)
 from deploy.prune_lib import PruneOptions, prune_into, work_dir_for
 from deploy.quantize import (QAT_LOSSES, calibrate_ranges, finetune,
                              quantization_aware_model, quantization_spec, transfer_qat_weights)
-from deploy.report import (Accuracy, ArtifactReport, ExportReport, GpuCheck, ModelReport,
+from deploy.report import (Accuracy, ArtifactReport, ExportReport, GpuCheck, MediaPipeCheck,
+                           ModelReport,
                            PruneReport, QatReport, Verification)
 from deploy.runtimes import Unavailable, for_format
 from deploy.runtimes.tensorflow import KerasSession
 from deploy.staging import Staging
-from deploy.verify import SourceImages, compare_sessions, evaluate_sessions
+from deploy.segment import class_ids
+from deploy.verify import SourceImages, verify_sessions
 from icnet.checkpoint import model_dir_of
 from icnet.config import ICNetConfig
-from icnet.data import Source, train_dataset
+from icnet.data import Source, class_names_for, train_dataset
 from icnet.exits import FloorFailed, OptionError
 from icnet.fileio import holds
 from icnet.image_io import MAX_IMAGE_PIXELS
@@ -256,12 +260,14 @@ class _Writer:
         self.calibration = (SourceImages(train_source, options.calibration_images,
                                          options.input_size) if train_source else None)
         self.train_source = train_source
+        self.labels: tuple[str, ...] = ()  # the class names of the model being written
         self.qat: QatReport | None = None
         self._openvino_fp32 = {}
 
     def write(self, options: ExportOptions, model: tf_keras.Model, config: ICNetConfig,
               weights: WeightDict) -> list[ArtifactReport]:
         artifacts = []
+        self.labels = class_names(config.num_classes, self.train_source)
         for fmt, quantization in options.artifacts():
             relative = options.path(fmt, quantization)
             path = self.staging.path(relative)
@@ -328,6 +334,11 @@ class _Writer:
         calibration = self._calibrated(artifact)
         content = tflite_writer.convert(source_model, options.input_size, artifact.quantization,
                                         calibration)
+        height, width = options.input_size
+        content = tflite_metadata.add_metadata(
+            content, self.labels, name=options.model_name, version=str(options.version),
+            description=f"ICNet semantic segmentation, {artifact.quantization}, {height}x{width} "
+                        f"RGB input, {len(self.labels)} classes")
         tflite_writer.write(content, path)
         artifact.input_dtype = "uint8" if spec.integer_only else "float32"
         if options.gpu_check:
@@ -336,6 +347,49 @@ class _Writer:
             logging.info("export: %s GPU delegate: %s", artifact.path,
                          "compatible" if verdict.compatible else
                          f"NOT compatible ({len(verdict.problems)} problems)")
+
+
+def class_names(num_classes: int, source: Source | None) -> tuple[str, ...]:
+    """The class names of the export's data (its labels file), else the dataset's by count."""
+    if source is not None and len(source.class_names) == num_classes:
+        return tuple(source.class_names)
+    return class_names_for(num_classes)
+
+
+def _mediapipe(report: ExportReport, staging: Staging, images: list, sessions: dict) -> None:
+    """MediaPipe's ImageSegmenter on every .tflite: its category masks against the class ids
+    the kit computes (under tflite_xnnpack), on the parity images."""
+    python = mediapipe_check.mediapipe_python()
+    for artifact in (a for a in report.artifacts if a.format == "tflite"):
+        if python is None:
+            artifact.mediapipe = MediaPipeCheck(None, note="no MediaPipe environment (make "
+                                                           "mediapipe-env)")
+            continue
+        session = next(s for (path, _), s in sessions.items() if path == artifact.path)
+        try:
+            masks = mediapipe_check.category_masks(staging.path(artifact.path), images, python)
+        except RuntimeError as e:
+            artifact.mediapipe = MediaPipeCheck(None, note=str(e)[:300])
+            logging.warning("export: %s", e)
+            continue
+        ours = np.stack([class_ids(session, image) for image in images])
+        artifact.mediapipe = MediaPipeCheck(float(np.mean(masks == ours)), len(images))
+        logging.info("export: %s under MediaPipe's ImageSegmenter: %.3f%% of the class ids",
+                     artifact.path, 100 * artifact.mediapipe.agreement)
+
+
+def _measured_here(report: ExportReport, unpruned: str) -> None:
+    """The pruning's mIoUs from the verification: the pruned model's, and the equal-budget
+    control's (the exported unpruned model) or else the source's."""
+    pruned = report.models[report.model_name].reference
+    other = report.models[unpruned].reference
+    if pruned is None or other is None:
+        return
+    report.prune.final.measure.miou = pruned.miou
+    if report.prune.control is not None:
+        report.prune.control.miou = other.miou
+    else:
+        report.prune.original.miou = other.miou
 
 
 def _model_report(model: tf_keras.Model, config: ICNetConfig, options: ExportOptions,
@@ -368,35 +422,42 @@ def _sessions(staging: Staging, artifacts: list[ArtifactReport], threads: int | 
 
 def _verify(report: ExportReport, references: dict[str, KerasSession], staging: Staging,
             options: ExportOptions, eval_source: Source | None) -> None:
-    """Parity of every (artifact, runtime) against its own model's fp32 Keras model, then the
-    mIoU of every model and session in one pass over the val images."""
-    threads = options.threads or os.cpu_count()
-    sessions = _sessions(staging, report.artifacts, threads)
+    """Parity of every (artifact, runtime) against its own model's fp32 Keras model and the
+    mIoU of every model and session, in one pass over the val images; then MediaPipe."""
+    sessions = _sessions(staging, report.artifacts, options.threads or os.cpu_count())
     results = {key: Verification(runtime=key[1]) for key in sessions}
+    if options.parity_images or options.eval_images:
+        results = _measure(report, references, sessions, options, eval_source)
     if options.parity_images:
-        images = SourceImages(eval_source, options.parity_images, options.input_size)
-        report.parity_images = len(images)
-        for name, reference in references.items():
-            mine = {k: s for k, s in sessions.items() if report.artifact(k[0]).model == name}
-            logging.info("export: parity of %d %s sessions on %d %s/%s images", len(mine), name,
-                         len(images), eval_source.name, eval_source.split)
-            for key, parity in compare_sessions(reference, mine, images).items():
-                results[key] = dataclasses.replace(results[key], **parity)
-    if options.eval_images:
-        everything = {("keras", name): ref for name, ref in references.items()} | sessions
-        logging.info("export: mIoU of %d fp32 Keras models and %d sessions on %d images",
-                     len(references), len(sessions), min(options.eval_images, len(eval_source)))
-        scores = evaluate_sessions(everything, eval_source, options.eval_images)
-        for name in references:
-            score = scores.pop(("keras", name))
-            report.models[name].reference = Accuracy(**score)
-            report.eval_images = score["eval_images"]
-        for key, score in scores.items():
-            reference = report.models[report.artifact(key[0]).model].reference
-            results[key] = dataclasses.replace(results[key], **score,
-                                               miou_delta=score["miou"] - reference.miou)
+        _mediapipe(report, staging, list(SourceImages(eval_source, options.parity_images,
+                                                      options.input_size)), sessions)
     for (path, _), verification in results.items():
         report.artifact(path).verifications.append(verification)
+
+
+def _measure(report: ExportReport, references: dict[str, KerasSession], sessions: dict,
+             options: ExportOptions, eval_source: Source) -> dict:
+    """(artifact path, runtime) -> Verification; the models' fp32 mIoUs into the report."""
+    everything = {("keras", name): ref for name, ref in references.items()} | sessions
+    reference_of = {key: ("keras", report.artifact(key[0]).model) for key in sessions}
+    report.parity_images = min(options.parity_images, len(eval_source))
+    logging.info("export: verifying %d sessions and %d fp32 Keras models: parity on %d, mIoU on "
+                 "%d %s/%s images", len(sessions), len(references), report.parity_images,
+                 min(options.eval_images, len(eval_source)), eval_source.name, eval_source.split)
+    measured = verify_sessions(everything, reference_of, eval_source, options.parity_images,
+                               options.eval_images)
+    for name in references:
+        score = measured.pop(("keras", name))
+        if score:
+            report.models[name].reference = Accuracy(**score)
+            report.eval_images = score["eval_images"]
+    results = {}
+    for key, values in measured.items():
+        reference = report.models[report.artifact(key[0]).model].reference
+        if reference is not None:
+            values["miou_delta"] = values["miou"] - reference.miou
+        results[key] = Verification(runtime=key[1], **values)
+    return results
 
 
 def default_min_agreement(quantization: str, precision: str) -> float:
@@ -513,12 +574,12 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
             pruned_dir = staging.path(layout.PRUNED_MODEL_DIR)
             logging.info("export: pruning %s (schedule %s) into %s", model_path,
                          list(prune.schedule), layout.PRUNED_MODEL_DIR)
-            # Both models' mIoU is measured below when the unpruned one is exported too
-            # (the pruning measures its control and stages itself only when asked to).
+            # Both models' mIoU is measured below when the unpruned one (the source, or the
+            # equal-budget control) is exported too.
             report.prune = prune_into(
                 model_path, pruned_dir,
-                dataclasses.replace(prune, input_size=options.input_size, eval_images=(
-                    options.eval_images if prune.control or not unpruned else 0)),
+                dataclasses.replace(prune, input_size=options.input_size,
+                                    eval_images=0 if unpruned else options.eval_images),
                 train_source, eval_source, os.path.join(work, "prune"))
             config, weights = load_weights(pruned_dir)
             if report.prune.control is not None:  # the unpruned model at equal training
@@ -548,6 +609,8 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
         report.qat = writer.qat
         references[options.model_name] = KerasSession(model)
         _verify(report, references, staging, options, eval_source)
+        if report.prune and unpruned is not None:  # the pruning's mIoUs are measured here
+            _measured_here(report, unpruned.model_name)
         failures = _apply_floors(report, options)
         report.seconds = round(time.time() - begin, 1)
         report.write(staging.root)

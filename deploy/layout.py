@@ -28,6 +28,8 @@ QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "qat")
 FORMAT_QUANTIZATIONS = {"saved_model": ("fp32",), "tflite": QUANTIZATIONS,
                         "onnx": ("fp32", "int8"), "openvino": ("fp32", "int8")}
 EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
+# Every exported model's interface: the input and output names (TFLite: also its signature).
+SIGNATURE, INPUT_NAME, OUTPUT_NAME = "serving_default", "images", "logits"
 PLAN_FILENAME = "plan.json"
 REPORT_JSON = "export_report.json"
 REPORT_MARKDOWN = "export_report.md"

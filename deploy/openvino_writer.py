@@ -15,26 +15,17 @@ and pooling run int8; the bilinear resizes stay float.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sized
 
 import numpy as np
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
+from deploy.layout import INPUT_NAME, OUTPUT_NAME
+from deploy.runtimes.openvino import import_openvino
 
 
 def convert(onnx_path: str, input_size: tuple[int, int]):
     """The fp32 `openvino.Model` of an exported ONNX file (logits only, batch 1)."""
-    import openvino as ov
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        model = ov.convert_model(onnx_path, output=OUTPUT_NAME)
-    finally:  # convert_model removes the root logger's handlers (absl's among them)
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    model = import_openvino().convert_model(onnx_path, output=OUTPUT_NAME)
     model.reshape({INPUT_NAME: [1, *input_size, 3]})
     return model
 
@@ -42,6 +33,7 @@ def convert(onnx_path: str, input_size: tuple[int, int]):
 def quantize_int8(model, calibration_images: Sized):
     """The NNCF int8 model of an fp32 `openvino.Model`, calibrated on uint8 RGB images (an
     iterable NNCF may pass over more than once, with a length)."""
+    import_openvino()  # before nncf imports it
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -59,6 +51,4 @@ def quantize_int8(model, calibration_images: Sized):
 
 def write(model, path: str) -> None:
     """Writes the IR (`path` .xml and its .bin) with float32 weights."""
-    import openvino as ov
-
-    ov.save_model(model, path, compress_to_fp16=False)
+    import_openvino().save_model(model, path, compress_to_fp16=False)

@@ -109,6 +109,16 @@ class GpuCheck:
 
 
 @dataclasses.dataclass
+class MediaPipeCheck:
+    """MediaPipe's ImageSegmenter on a .tflite: its category masks against the kit's class
+    ids on the parity images (or why it was not run)."""
+
+    agreement: float | None
+    images: int = 0
+    note: str = ""
+
+
+@dataclasses.dataclass
 class ArtifactReport:
     """One exported file or SavedModel version."""
 
@@ -121,6 +131,7 @@ class ArtifactReport:
     calibration_images: int = 0
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     gpu: GpuCheck | None = None
+    mediapipe: MediaPipeCheck | None = None
     verifications: list[Verification] = dataclasses.field(default_factory=list)
 
     def verification(self, runtime: str) -> Verification | None:
@@ -344,9 +355,17 @@ def gpu_text(check: GpuCheck | None) -> str:
     return "compatible" if check.compatible else "NOT compatible"
 
 
+def mediapipe_text(check: MediaPipeCheck | None) -> str:
+    if check is None:
+        return "n/a"
+    if check.agreement is None:
+        return f"not run ({check.note})" if check.note else "not run"
+    return f"{100 * check.agreement:.3f}% of {check.images} masks"
+
+
 _TABLE_HEADER = ("| artifact | model | quantization | runtime | size | max abs err | rel L2 err | "
                  "argmax agreement | mIoU | ΔmIoU vs its fp32 | s/image | GPU delegate | "
-                 "floors |")
+                 "MediaPipe | floors |")
 
 
 def _artifact_rows(artifact: ArtifactReport) -> list[str]:
@@ -356,7 +375,8 @@ def _artifact_rows(artifact: ArtifactReport) -> list[str]:
                  size_text(artifact.size_bytes), number(v.max_abs_error),
                  number(v.rel_l2_error), percent(v.argmax_agreement, 3), percent(v.miou),
                  points(v.miou_delta), number(v.seconds_per_image, ".3f"),
-                 gpu_text(artifact.gpu), f"**FAILED**: {v.below_floor}" if v.below_floor
+                 gpu_text(artifact.gpu), mediapipe_text(artifact.mediapipe),
+                 f"**FAILED**: {v.below_floor}" if v.below_floor
                  else ("ok" if v.argmax_agreement is not None else "n/a")]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
@@ -384,7 +404,7 @@ def markdown(report: ExportReport) -> str:
         (f"- parity: logits against each model's own fp32 Keras model on "
          f"{report.parity_images} {report.data.get('eval')} images; mIoU on "
          f"{report.eval_images} images"), "",
-        *_models_table(report.models), "", _TABLE_HEADER, "|---" * 13 + "|",
+        *_models_table(report.models), "", _TABLE_HEADER, "|---" * 14 + "|",
     ]
     for artifact in report.artifacts:
         lines += _artifact_rows(artifact)

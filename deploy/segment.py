@@ -43,7 +43,7 @@ def logits(session: Session, image: np.ndarray) -> np.ndarray:
     return session.run(session.prepare(np.asarray(image)[None]))
 
 
-def _full_logits(session: Session, image: np.ndarray) -> tuple[tf.Tensor, np.ndarray]:
+def full_logits(session: Session, image: np.ndarray) -> tuple[tf.Tensor, np.ndarray]:
     """(logits upsampled to the image's size [H, W, C], the session's 1/4 logits)."""
     height, width = image.shape[:2]
     fitted, padded = fit_image(np.asarray(image), session.input_size)
@@ -65,7 +65,7 @@ def segment(session: Session, image: np.ndarray, with_logits: bool = False) -> t
     Returns:
       (class_ids, probabilities), and with `with_logits` also the 1/4 logits [1, h, w, C].
     """
-    full, small = _full_logits(session, image)
+    full, small = full_logits(session, image)
     probabilities = tf.nn.softmax(full, axis=-1).numpy()
     class_ids = probabilities.argmax(-1).astype(np.uint8)
     return (class_ids, probabilities, small) if with_logits else (class_ids, probabilities)
@@ -73,4 +73,4 @@ def segment(session: Session, image: np.ndarray, with_logits: bool = False) -> t
 
 def class_ids(session: Session, image: np.ndarray) -> np.ndarray:
     """`segment`'s class ids without the probabilities (argmax of the upsampled logits)."""
-    return tf.cast(tf.argmax(_full_logits(session, image)[0], axis=-1), tf.uint8).numpy()
+    return tf.cast(tf.argmax(full_logits(session, image)[0], axis=-1), tf.uint8).numpy()

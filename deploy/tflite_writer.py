@@ -2,7 +2,11 @@
 
 A TFLite ICNet has one input `images` [1, H, W, 3] (float32 RGB in 0..255, or uint8 raw pixels
 for the integer quantizations) and one output `logits` [1, h, w, C] float32 at 1/4 of the
-input (the `conv6_cls` logits; argmax after a bilinear align-corners upsample gives classes).
+input (the `conv6_cls` logits; argmax after a bilinear align-corners upsample gives classes),
+and a `serving_default` signature with these names (what a SignatureRunner and LiteRT's
+CompiledModel use). The converter's fast route (a traced function, no SavedModel detour, 10-20x
+quicker) writes no signature and names the output `Identity`, so `add_signature` adds both to
+the flatbuffer with the TFLite model schema that LiteRT ships.
 """
 
 from __future__ import annotations
@@ -26,8 +30,7 @@ from deploy.quantize import (
 )
 from icnet.fileio import atomic_write_bytes
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
+from deploy.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE
 
 
 def logits_function(model: tf_keras.Model, input_size: tuple[int, int]):
@@ -75,10 +78,39 @@ def convert(model: tf_keras.Model, input_size: tuple[int, int], quantization: st
         # Integer inputs: the converter warns that no input statistics were given; their
         # quantization comes from calibration or the QAT input range, checked below.
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-        content = converter.convert()
+        content = add_signature(converter.convert())
     if spec.integer_only:
         check_pixel_input(content)
     return content
+
+
+def add_signature(content: bytes) -> bytes:
+    """The flatbuffer with a `serving_default` signature (`images` -> `logits`) and its input
+    and output tensors named so."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ValueError(f"expected one input and one output, got {len(graph.inputs)} and "
+                         f"{len(graph.outputs)}")
+
+    def tensor_map(name: str, index: int):
+        entry = schema.TensorMapT()
+        entry.name, entry.tensorIndex = name, int(index)
+        return entry
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = SIGNATURE, 0
+    signature.inputs = [tensor_map(INPUT_NAME, graph.inputs[0])]
+    signature.outputs = [tensor_map(OUTPUT_NAME, graph.outputs[0])]
+    model.signatureDefs = [signature]
+    graph.tensors[graph.inputs[0]].name = INPUT_NAME
+    graph.tensors[graph.outputs[0]].name = OUTPUT_NAME
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def input_details(content: bytes) -> dict:

@@ -1,6 +1,6 @@
 """Artifact verification: logit parity against the fp32 Keras model, and mIoU per session.
 
-Both work on any `deploy.runtimes` session and make one pass over the data for all sessions
+Works on any `deploy.runtimes` session and makes one pass over the data for all sessions
 together, so every artifact under every runtime is measured on the same images the same way.
 """
 
@@ -14,7 +14,7 @@ import tensorflow as tf
 from absl import logging
 
 from deploy.runtimes import Session
-from deploy.segment import class_ids, fit_image, logits
+from deploy.segment import fit_image, full_logits, logits
 from icnet.data import Source, eval_dataset
 from icnet.metrics import ConfusionMatrix
 
@@ -70,48 +70,60 @@ class ParityStats:
                 "parity_images": self.images}
 
 
-def compare_sessions(reference: Session, sessions: Mapping[Hashable, Session],
-                     images) -> dict[Hashable, dict]:
-    """Parity of every session against `reference` on `images` (uint8 at the input size)."""
-    stats = {key: ParityStats() for key in sessions}
-    for count, image in enumerate(images, 1):
-        expected = logits(reference, image)
-        for key, session in sessions.items():
-            stats[key].update(logits(session, image), expected)
-        logging.info("parity: image %d/%d", count, len(images))
-    return {key: value.result() for key, value in stats.items()}
+def verify_sessions(sessions: Mapping[Hashable, Session], reference_of: Mapping[Hashable, Hashable],
+                    source: Source, parity_images: int, eval_images: int,
+                    log_every: int = 5) -> dict[Hashable, dict]:
+    """Parity and mIoU of every session in one pass over the first images of `source`.
 
-
-def evaluate_sessions(sessions: Mapping[Hashable, Session], source: Source, num_images: int,
-                      log_every: int = 20) -> dict[Hashable, dict]:
-    """mIoU and pixel accuracy of every session on the first `num_images` of `source`.
-
-    Each image goes through `deploy.segment.class_ids` (padded or resized to the session's
-    input size; class ids at the label's size).
+    Every image runs once through every session (padded or resized to its input size as
+    `deploy.segment.segment` does). On the first `parity_images`, a session with an entry in
+    `reference_of` (the key of another session in `sessions`, its fp32 model) has its 1/4
+    logits compared with that reference's; on the first `eval_images`, every session's class
+    ids (at the label's size) are scored.
 
     Returns:
-      {key: {"miou", "pixel_accuracy" (fractions), "eval_images", "seconds_per_image"}}.
+      {key: ParityStats.result() (sessions with a reference, when parity_images > 0) merged
+      with {"miou", "pixel_accuracy" (fractions), "eval_images", "seconds_per_image"} (when
+      eval_images > 0)}.
     """
-    total = min(num_images, len(source))
+    parity_total = min(parity_images, len(source))
+    eval_total = min(eval_images, len(source))
+    total = max(parity_total, eval_total)
+    parity = {key: ParityStats() for key in sessions if key in reference_of}
     matrices = {key: ConfusionMatrix(source.num_classes) for key in sessions}
     seconds = {key: 0.0 for key in sessions}
+    start = time.time()
     for count, (image, label, _) in enumerate(eval_dataset(source).take(total), 1):
-        label = label[0].numpy()
+        image, label = image[0].numpy(), label[0].numpy()
+        small = {}
         for key, session in sessions.items():
-            start = time.time()
-            classes = class_ids(session, image[0].numpy())
-            seconds[key] += time.time() - start
+            begin = time.time()
+            if count > eval_total:
+                small[key] = logits(session, fit_image(image, session.input_size)[0])
+                continue
+            full, small[key] = full_logits(session, image)
+            classes = tf.cast(tf.argmax(full, axis=-1), tf.uint8).numpy()
             if classes.shape != label.shape:
                 classes = tf.image.resize(classes[..., None], label.shape,
                                           method="nearest")[..., 0].numpy()
             matrices[key].update(label, classes)
+            seconds[key] += time.time() - begin
+        if count <= parity_total:
+            for key, stats in parity.items():
+                stats.update(small[key], small[reference_of[key]])
         if count % log_every == 0 or count == total:
-            logging.info("evaluated %d/%d images: %s", count, total, ", ".join(
-                f"{_name(key)} {100 * m.miou():.2f}%" for key, m in matrices.items()))
-    return {key: {"miou": m.miou(), "pixel_accuracy": m.pixel_accuracy(),
-                  "eval_images": total,
-                  "seconds_per_image": round(seconds[key] / max(total, 1), 4)}
-            for key, m in matrices.items()}
+            logging.info("verified %d/%d images (%.0f s)%s", count, total, time.time() - start,
+                         "" if count > eval_total else ": " + ", ".join(
+                             f"{_name(key)} {100 * m.miou():.2f}%"
+                             for key, m in matrices.items()))
+    results = {key: parity[key].result() if parity_total and key in parity else {}
+               for key in sessions}
+    if eval_total:
+        for key, m in matrices.items():
+            results[key].update(miou=m.miou(), pixel_accuracy=m.pixel_accuracy(),
+                                eval_images=eval_total,
+                                seconds_per_image=round(seconds[key] / eval_total, 4))
+    return results
 
 
 def _name(key: Hashable) -> str:

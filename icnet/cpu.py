@@ -40,3 +40,8 @@ def has_fp16() -> bool:
 def bf16_reason() -> str:
     return ("this CPU has no native bf16 arithmetic (none of amx_bf16, avx512_bf16, bf16 in "
             "/proc/cpuinfo)")
+
+
+def fp16_reason() -> str:
+    return ("this CPU has no native fp16 arithmetic (neither avx512_fp16 nor asimdhp in "
+            "/proc/cpuinfo): fp16 would be emulated, slower than fp32")

@@ -333,6 +333,13 @@ def test_tflite_gpu_verdicts_and_integer_inputs(exported):
         gpu = report.artifact(f"tflite/icnet_{quantization}.tflite").gpu
         assert (gpu.method, gpu.compatible, gpu.problems) == ("analyzer", True, [])
     from ai_edge_litert.interpreter import Interpreter
+    for quantization in QUANTIZATIONS:  # every quantization carries the signature
+        interpreter = Interpreter(os.path.join(export_dir, f"tflite/icnet_{quantization}.tflite"))
+        assert interpreter.get_signature_list() == {
+            "serving_default": {"inputs": ["images"], "outputs": ["logits"]}}, quantization
+        assert [d["name"] for d in interpreter.get_output_details()] == ["logits"]
+        session = open_session(os.path.join(export_dir, f"tflite/icnet_{quantization}.tflite"))
+        assert session.info["signature"] is True
     for quantization in ("int8", "qat"):
         interpreter = Interpreter(os.path.join(export_dir, f"tflite/icnet_{quantization}.tflite"))
         details = interpreter.get_input_details()[0]
@@ -637,8 +644,10 @@ def test_export_with_pruning(tmp_path, weights_file, sources):
     report = export(weights_file, options, *sources, prune=PruneOptions(schedule=(0.5,)))
     prune = report.prune
     assert prune.final.measure.params < prune.original.params
-    # Both models are evaluated by the export itself (the pruning does not repeat it).
-    assert prune.original.miou is None
+    # Both models are evaluated by the export itself (the pruning does not repeat it), and
+    # the pruning's report takes their numbers.
+    assert prune.original.miou == report.models["icnet_unpruned"].reference.miou
+    assert prune.final.measure.miou == report.models["icnet"].reference.miou
     out = tmp_path / "out"
     pruned_dir = str(out / "pruned_model")
     assert report.models["icnet_unpruned"].reference.miou == pytest.approx(
@@ -744,3 +753,71 @@ def test_an_artifact_below_its_floor_fails_the_export_and_the_report_marks_it(tm
     assert int8.below_floor.startswith("argmax agreement") and not int8.passed
     assert int8.argmax_agreement < 0.8 and verified(report, "tflite/icnet_fp32.tflite").passed
     assert "**FAILED**" in (tmp_path / "out" / "export_report.md").read_text()
+
+
+def test_binaries_alone_read_flags_and_export_keeps_about_thirty():
+    """Library modules never read absl FLAGS (only the binaries, the modules that call
+    app.run), and deploy.export defines at most 30 flags of its own."""
+    readers = []
+    for package in ("icnet", "deploy", "benchmarks"):
+        for root, _, names in os.walk(os.path.join(REPO, package)):
+            for name in names:
+                if name.endswith(".py"):
+                    text = Path(root, name).read_text()
+                    if "FLAGS" in text.replace("ISA_FLAGS", "") and "app.run(" not in text:
+                        readers.append(os.path.relpath(os.path.join(root, name), REPO))
+    assert readers == []
+    help_text = subprocess.run([sys.executable, "-m", "deploy.export", "--helpfull"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120).stdout
+    own, section = [], None
+    for line in help_text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            section = line
+        elif line.startswith("  --") and section and ("deploy/export.py" in section
+                                                      or "common_flags" in section):
+            own.append(line.split()[0].split("=")[0])
+    assert 20 <= len(own) <= 30, own
+
+
+def test_every_tflite_carries_segmenter_metadata_and_mediapipe_runs_it(exported):
+    """MediaPipe's ImageSegmenter (its own environment, make mediapipe-env) runs every exported
+    .tflite as it is; its category masks agree with the kit's class ids."""
+    from deploy.tflite_metadata import read_metadata
+    from icnet.data.labels import CITYSCAPES_CLASS_NAMES
+    export_dir, report, _ = exported
+    for quantization in QUANTIZATIONS:
+        path = os.path.join(export_dir, f"tflite/icnet_{quantization}.tflite")
+        with open(path, "rb") as f:
+            metadata = read_metadata(f.read(), path)
+        assert metadata.labels == CITYSCAPES_CLASS_NAMES and metadata.name == "icnet"
+        integer = quantization in ("int8", "qat")
+        assert metadata.normalization == (None if integer else ((0.0,), (1.0,))), quantization
+        check = report.artifact(f"tflite/icnet_{quantization}.tflite").mediapipe
+        assert check.agreement is not None, f"{check.note} (make test makes the environment)"
+        assert check.images == 3
+        assert check.agreement >= (0.99 if integer or quantization == "dynamic" else 0.999), \
+            (quantization, check.agreement)
+    text = (Path(export_dir) / "export_report.md").read_text()
+    assert "% of 3 masks" in text
+
+
+def test_metadata_bad_input_gets_one_clear_message(exported):
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from deploy.tflite_metadata import add_metadata, model_part, read_metadata
+    with open(os.path.join(exported[0], "tflite/icnet_fp32.tflite"), "rb") as f:
+        content = f.read()
+    # The same model without its metadata entry (what a converter alone writes).
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_part(content), 0))
+    model.metadata = [m for m in model.metadata if m.name.decode() != "TFLITE_METADATA"]
+    builder = flatbuffers.Builder(len(content))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    with pytest.raises(ValueError, match="bare.tflite: no TFLite metadata"):
+        read_metadata(bytes(builder.Output()), "bare.tflite")
+    with pytest.raises(ValueError, match="3 labels for a model with 19 classes"):
+        add_metadata(content, ("road", "sky", "car"), "icnet", "x", "1")
+    again = add_metadata(content, [f"c{i}" for i in range(19)], "icnet", "x", "2")
+    assert read_metadata(again).labels[0] == "c0" and read_metadata(again).version == "2"
+    buffers = [schema.Model.GetRootAs(model_part(c), 0).BuffersLength() for c in (content, again)]
+    assert buffers[0] == buffers[1]  # the metadata replaced, not added twice

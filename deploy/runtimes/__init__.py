@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from icnet import cpu
+
 
 class Unavailable(Exception):
     """The runtime cannot run here (not a fault of the artifact).
@@ -60,7 +62,8 @@ class Runtime:
       format: the artifact format it runs (deploy.layout.FORMATS).
       engine: the library ("tensorflow", "litert", "onnxruntime", ...).
       device: "cpu" or "gpu" (GPU runtimes are timed once per artifact, not per thread count).
-      precision: the arithmetic it runs the artifact in ("as stored": the artifact's own).
+      precision: the arithmetic it runs the artifact in ("fp32", "bf16", "fp16", or "as
+        stored": the artifact's own).
       description: one line for reports.
       verifies: export verification runs every artifact of its format under it.
       opt_in: only run when named (a family name in `--runtimes` leaves it out).
@@ -76,7 +79,12 @@ class Runtime:
     opt_in: bool = False
 
     def available(self) -> str | None:
-        """None when the runtime can run on this machine, else the reason it cannot."""
+        """None when the runtime can run on this machine, else the reason it cannot (here:
+        a bf16 or fp16 runtime on a CPU without native bf16 or fp16 arithmetic)."""
+        if self.device == "cpu" and self.precision == "bf16" and not cpu.has_bf16():
+            return cpu.bf16_reason()
+        if self.device == "cpu" and self.precision == "fp16" and not cpu.has_fp16():
+            return cpu.fp16_reason()
         return None
 
     def open(self, path: str, threads: int | None = None) -> Session:

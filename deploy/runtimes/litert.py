@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from deploy.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from deploy.runtimes import (Runtime, Unavailable, dequantize, error_text, pixels_as_input,
                              register)
-from icnet import cpu
 
 
 def open_interpreter(path: str, threads: int | None, xnnpack: bool = True):
@@ -27,24 +27,35 @@ def open_interpreter(path: str, threads: int | None, xnnpack: bool = True):
 
 
 class InterpreterSession:
-    """set input, invoke, read the (dequantized) logits."""
+    """The `serving_default` signature (`images` -> `logits`, dequantized) through a
+    SignatureRunner; a file without it (not exported by the kit) through its first input and
+    output."""
 
     def __init__(self, path: str, threads: int | None, xnnpack: bool):
         self._interpreter = open_interpreter(path, threads, xnnpack)
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        if SIGNATURE in self._interpreter.get_signature_list():
+            self._runner = self._interpreter.get_signature_runner(SIGNATURE)
+            self._input = self._runner.get_input_details()[INPUT_NAME]
+            self._output = self._runner.get_output_details()[OUTPUT_NAME]
+        else:
+            self._runner = None
+            self._input = self._interpreter.get_input_details()[0]
+            self._output = self._interpreter.get_output_details()[0]
         self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         self.input_dtype = np.dtype(self._input["dtype"]).name
-        self.info: dict[str, Any] = {}
+        self.info: dict[str, Any] = {"signature": self._runner is not None}
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         return pixels_as_input(images, self._input["dtype"], self._input["quantization"])
 
     def run(self, feed: np.ndarray) -> np.ndarray:
-        self._interpreter.set_tensor(self._input["index"], feed)
-        self._interpreter.invoke()
-        return dequantize(self._interpreter.get_tensor(self._output["index"]),
-                          self._output["quantization"])
+        if self._runner is not None:
+            value = self._runner(**{INPUT_NAME: feed})[OUTPUT_NAME]
+        else:
+            self._interpreter.set_tensor(self._input["index"], feed)
+            self._interpreter.invoke()
+            value = self._interpreter.get_tensor(self._output["index"])
+        return dequantize(value, self._output["quantization"])
 
 
 class CompiledModelSession:
@@ -143,12 +154,6 @@ class XnnpackFp16Runtime(Runtime):
     CompiledModel CPU options): float models computed in fp16, natively on AVX512-FP16 or
     ARM fp16 CPUs. Elsewhere XNNPACK emulates fp16 and runs slower than fp32, so it is
     unavailable there."""
-
-    def available(self) -> str | None:
-        if cpu.has_fp16():
-            return None
-        return ("this CPU has no native fp16 arithmetic (neither avx512_fp16 nor asimdhp in "
-                "/proc/cpuinfo): XNNPACK's FORCE_FP16 would emulate it, slower than fp32")
 
     def _open(self, path: str, threads: int | None) -> CompiledModelSession:
         return CompiledModelSession(path, gpu=False, threads=threads,

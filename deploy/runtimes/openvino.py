@@ -11,19 +11,32 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
 
 from deploy.runtimes import Runtime, register
-from icnet import cpu
+
+
+def import_openvino():
+    """`import openvino`, keeping the root logger's handlers (absl's among them), which the
+    package's first import removes."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        import openvino
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return openvino
 
 
 class OpenVinoSession:
     """A compiled IR and one infer request."""
 
     def __init__(self, path: str, threads: int | None, precision: str):
-        import openvino as ov
+        ov = import_openvino()
         import openvino.properties as props
         import openvino.properties.hint as hints
 
@@ -53,23 +66,21 @@ class OpenVinoSession:
 
 @dataclasses.dataclass(frozen=True)
 class OpenVinoRuntime(Runtime):
-    """OpenVINO's CPU plugin at one inference precision hint ("f32" or "bf16")."""
+    """OpenVINO's CPU plugin at one inference precision hint ("fp32" or "bf16")."""
 
     def available(self) -> str | None:
         try:
-            import openvino  # noqa: F401
+            import_openvino()
         except ImportError as e:
             return f"openvino is not installed ({e})"
-        if self.precision == "bf16" and not cpu.has_bf16():
-            return cpu.bf16_reason()
-        return None
+        return super().available()
 
     def _open(self, path: str, threads: int | None) -> OpenVinoSession:
         return OpenVinoSession(path, threads, self.precision)
 
 
 register(OpenVinoRuntime(
-    "openvino_cpu", "openvino", "openvino", "cpu", "f32",
+    "openvino_cpu", "openvino", "openvino", "cpu", "fp32",
     "OpenVINO CPU plugin, float32 precision hint (int8 layers of an int8 IR in int8)"))
 register(OpenVinoRuntime(
     "openvino_cpu_bf16", "openvino", "openvino", "cpu", "bf16",

@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.runtimes import Runtime, Unavailable, register
-from icnet import cpu
+from deploy.runtimes import Runtime, register
 
 SIGNATURE = "serving_default"
 
@@ -102,10 +101,8 @@ class TensorFlowRuntime(Runtime):
     jit_compile: bool = False
 
     def available(self) -> str | None:
-        if self.precision == "bf16" and not cpu.has_bf16():
-            return cpu.bf16_reason()
         if self.device != "gpu":
-            return None
+            return super().available()
         import tensorflow as tf
 
         if not tf.config.list_physical_devices("GPU"):
@@ -140,4 +137,3 @@ register(TensorFlowRuntime(
 register(TensorFlowRuntime(
     "tf_gpu", "saved_model", "tensorflow", "gpu", "fp32",
     "TensorFlow SavedModel on the first GPU", verifies=False))
-__all__ = ["KerasSession", "TensorFlowRuntime", "Unavailable"]

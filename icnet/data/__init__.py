@@ -21,7 +21,8 @@ from icnet.data.listfile import Example, Listing, identity_lut, read_list_file
 from icnet.data.pipeline import (Source, eval_dataset, image_size, load_files, train_dataset,
                                  warn_if_crop_pads)
 
-__all__ = ["Example", "FileSource", "Source", "SyntheticSource", "eval_dataset", "make_source",
+__all__ = ["Example", "FileSource", "Source", "SyntheticSource", "class_names_for",
+           "eval_dataset", "make_source",
            "train_dataset", "warn_if_crop_pads"]
 
 SOURCES = ("synthetic", "cityscapes", "ade20k", "list")
@@ -170,10 +171,11 @@ def _list_source(split: str, data_dir: str | os.PathLike | None,
         raise ValueError(f"unknown label_map {label_map!r}; choose one of "
                          f"{', '.join(LIST_LABEL_MAPS)}")
     listing = read_list_file(list_file, data_dir, LIST_LABEL_MAPS[label_map]())
-    return FileSource("list", split, listing, num_classes, _class_names(num_classes))
+    return FileSource("list", split, listing, num_classes, class_names_for(num_classes))
 
 
-def _class_names(num_classes: int) -> tuple[str, ...]:
+def class_names_for(num_classes: int) -> tuple[str, ...]:
+    """Cityscapes' 19 names, ADE20K's 150, else class_0, class_1, ..."""
     if num_classes == CITYSCAPES_NUM_CLASSES:
         return CITYSCAPES_CLASS_NAMES
     if num_classes == ade20k.NUM_CLASSES:
