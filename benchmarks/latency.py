@@ -40,6 +40,8 @@ flags.DEFINE_integer("rounds", 1, "Times every case runs, the rounds interleaved
 flags.DEFINE_bool("xla", False, "Also time the SavedModel under XLA on CPU (tf_xla_cpu).")
 flags.DEFINE_integer("seed", 0, "Seed of the random input image.")
 flags.DEFINE_float("timeout_s", 600, "Wall-clock limit of one case, in seconds.")
+flags.DEFINE_bool("software_gpu", False, "Run tflite_gpu on the software Vulkan device of "
+                  "`make gpu-sim` (results labelled: the GPU path's numerics, not GPU times).")
 flags.DEFINE_string("json", None, "Output JSON file (rewritten after every case).")
 FLAGS = flags.FLAGS
 
@@ -54,7 +56,8 @@ def _main() -> None:
             raise exits.OptionError(name, "is required")
     data = benchmark(FLAGS.export_dir, parse_runtimes(FLAGS.runtimes, FLAGS.xla),
                      parse_threads(FLAGS.threads), FLAGS.warmup, FLAGS.runs, FLAGS.seed,
-                     FLAGS.timeout_s, on_update=_write, rounds=FLAGS.rounds)
+                     FLAGS.timeout_s, on_update=_write, rounds=FLAGS.rounds,
+                     software_gpu=FLAGS.software_gpu)
     _write(data)
     counts = {}
     for result in data["results"]:

@@ -26,7 +26,7 @@ from absl import logging
 
 from benchmarks.machine import machine_info
 from benchmarks.timing import summarize
-from deploy import layout, runtimes
+from deploy import layout, runtimes, vulkan
 from deploy.report import ExportReport
 from icnet.exits import OptionError
 
@@ -153,8 +153,11 @@ def _tail(text: str, lines: int = 15, chars: int = 2000) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])[-chars:]
 
 
-def _worker_env(runtime: runtimes.Runtime, threads: int | None) -> dict:
-    env = dict(os.environ)
+def _worker_env(runtime: runtimes.Runtime, threads: int | None, software_gpu: bool) -> dict:
+    # With `software_gpu`, LiteRT's GPU accelerator sees the software Vulkan device of
+    # `make gpu-sim` (its results are labelled as such).
+    use_sim = software_gpu and runtime.engine == "litert" and runtime.device == "gpu"
+    env = vulkan.environment() if use_sim else dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
     env["PYTHONFAULTHANDLER"] = "1"  # a crash leaves the Python stack in the error
     if runtime.device != "gpu":
@@ -210,23 +213,24 @@ def run_worker(command: Sequence[str], result_path: str, env: dict | None,
 
 
 def time_artifact(path: str, name: str, threads: int | None, warmup: int, runs: int,
-                  seed: int = 0, timeout_s: float = 600) -> dict:
+                  seed: int = 0, timeout_s: float = 600, software_gpu: bool = False) -> dict:
     """Times one artifact under one runtime in a fresh `benchmarks.worker` process (see
-    `run_worker`)."""
+    `run_worker`); `software_gpu`: LiteRT's GPU runtime on `make gpu-sim`'s device."""
     runtime = runtimes.get(name)
     spec = {"path": path, "runtime": name, "module": type(runtime).__module__,
             "threads": threads, "warmup": warmup, "runs": runs, "seed": seed}
     with tempfile.TemporaryDirectory(prefix="latency_case_") as tmp:
         out = os.path.join(tmp, "result.json")
         command = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec), out]
-        return run_worker(command, out, _worker_env(runtime, threads), timeout_s)
+        return run_worker(command, out, _worker_env(runtime, threads, software_gpu),
+                          timeout_s)
 
 
 def run_in_subprocess(export_dir: str, case: Case, warmup: int, runs: int, seed: int,
-                      timeout_s: float) -> dict:
+                      timeout_s: float, software_gpu: bool = False) -> dict:
     """Runs one case of an export in a fresh worker process (`time_artifact`)."""
     return time_artifact(os.path.join(export_dir, case.artifact.path), case.runtime,
-                         case.threads, warmup, runs, seed, timeout_s)
+                         case.threads, warmup, runs, seed, timeout_s, software_gpu)
 
 
 def merge_rounds(outcomes: Sequence[dict]) -> dict:
@@ -279,7 +283,8 @@ def _log_case(result: dict, number: int, count: int, round_number: int, rounds: 
 def benchmark(export_dir: str, names: Sequence[str], threads: Sequence[int],
               warmup: int = 3, runs: int = 10, seed: int = 0, timeout_s: float = 600,
               on_update: Callable[[dict], None] | None = None, rounds: int = 1,
-              execute: Callable[..., dict] = run_in_subprocess) -> dict:
+              execute: Callable[..., dict] = run_in_subprocess,
+              software_gpu: bool = False) -> dict:
     """Measures every artifact of an export under every asked-for runtime and thread count.
 
     Args:
@@ -293,6 +298,8 @@ def benchmark(export_dir: str, names: Sequence[str], threads: Sequence[int],
       on_update: called with the results so far after every case (to save progress).
       rounds: how often every case runs, interleaved (see the module docstring).
       execute: runs one case (`run_in_subprocess`; tests may run cases in-process).
+      software_gpu: run LiteRT's GPU runtime on the software Vulkan device of `make gpu-sim`
+        (its results say so: the GPU path's numerics, not GPU times).
 
     Returns:
       {"machine", "settings", "results", "complete"}.
@@ -324,6 +331,7 @@ def benchmark(export_dir: str, names: Sequence[str], threads: Sequence[int],
         "settings": {"export_dir": os.path.abspath(export_dir), "runtimes": list(names),
                      "threads": list(threads), "warmup": warmup, "runs": runs, "rounds": rounds,
                      "seed": seed, "timeout_s": timeout_s, "batch": 1,
+                     "software_gpu": software_gpu,
                      "input_size": report.input_size if report else None,
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "missing_artifacts": missing,
@@ -342,7 +350,7 @@ def benchmark(export_dir: str, names: Sequence[str], threads: Sequence[int],
                            ("status", "reason", "log") if key in machine_wide[case.runtime]}
                 outcome["checked_once"] = True
             else:
-                outcome = execute(export_dir, case, warmup, runs, seed, timeout_s)
+                outcome = execute(export_dir, case, warmup, runs, seed, timeout_s, software_gpu)
                 if outcome.get("status") == "unavailable" and outcome.get("machine_wide"):
                     machine_wide[case.runtime] = outcome
             outcomes[index].append(outcome)

@@ -26,7 +26,6 @@ import json
 import os
 import time
 
-import numpy as np
 import tf_keras
 from absl import logging
 
@@ -40,6 +39,7 @@ from icnet.config import ICNetConfig
 from icnet.data import make_source
 from icnet.data.synthetic import write_cityscapes_layout
 from icnet.evaluation import evaluate
+from icnet.exits import OptionError
 from icnet.fileio import atomic_write_bytes
 from icnet.inference import build_inference_model
 from icnet.profiling import model_profile
@@ -55,14 +55,14 @@ class StudyOptions:
     filter_scale: float = 2.0
     scene_size: tuple[int, int] = (1024, 2048)
     input_size: tuple[int, int] = (1025, 2049)
-    train_scenes: int = 200
-    val_scenes: int = 20
-    crop_size: tuple[int, int] = (192, 384)
+    train_scenes: int = 100
+    val_scenes: int = 10
+    crop_size: tuple[int, int] = (256, 512)
     batch_size: int = 8
     learning_rate: float = 2e-3
     finetune_learning_rate: float = 1e-3
-    chunk_steps: int = 100
-    min_chunks: int = 5
+    chunk_steps: int = 200
+    min_chunks: int = 3
     max_steps: int = 1000
     plateau_points: float = 0.5
     keeps: tuple[float, ...] = (0.75, 0.5, 0.35, 0.25)
@@ -89,8 +89,29 @@ class Study:
         self.points_dir = os.path.join(options.output_dir, "points")
         os.makedirs(self.points_dir, exist_ok=True)
         os.makedirs(options.work_dir, exist_ok=True)
+        self._check_same_study()
         self.scenes = os.path.join(options.work_dir, "scenes")
         self._train = self._val = None
+
+    def _check_same_study(self) -> None:
+        """Records what the points measure (the options but where things go); a rerun with
+        other options is refused, so a study never mixes points of two setups."""
+        setup = {k: v for k, v in dataclasses.asdict(self.options).items()
+                 if k not in ("output_dir", "work_dir")}
+        setup = json.loads(json.dumps(setup))  # tuples as lists, as read back
+        path = os.path.join(self.points_dir, "setup.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                recorded = json.load(f)
+            changed = sorted(k for k in setup.keys() | recorded.keys()
+                             if setup.get(k) != recorded.get(k))
+            if changed:
+                raise OptionError("output_dir", f"{self.options.output_dir} holds a study with "
+                                  f"other settings ({', '.join(changed)}: "
+                                  f"{', '.join(repr(recorded.get(k)) for k in changed)}); rerun "
+                                  f"with those flags to continue it, or use a new --output_dir")
+        else:
+            atomic_write_bytes(path, json.dumps(setup, indent=1).encode())
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -101,7 +122,9 @@ class Study:
         with open(path) as f:
             return json.load(f)
 
-    def save_point(self, name: str, point: dict) -> dict:
+    def save_point(self, name: str, point: dict, begin: float) -> dict:
+        """Keeps a finished point, with the seconds it took since `begin`."""
+        point["seconds"] = round(point.get("seconds", 0) + time.time() - begin, 1)
         atomic_write_bytes(os.path.join(self.points_dir, f"{name}.json"),
                            json.dumps(point, indent=1).encode())
         logging.info("study: point %s done", name)
@@ -169,8 +192,10 @@ class Study:
             step = min(step + o.chunk_steps, o.max_steps)
             # One poly schedule over max_steps, stopped at the plateau.
             options = self.train_options(model_dir, o.max_steps, o.learning_rate)
+            chunk_begin = time.time()
             train(dataclasses.replace(options, stop_at=step), config, train_source)
-            curve.append({"step": step, "miou": self.miou(model_dir)})
+            curve.append({"step": step, "miou": self.miou(model_dir),
+                          "seconds": round(time.time() - chunk_begin, 1)})
             atomic_write_bytes(progress, json.dumps(curve).encode())
             logging.info("study: source at step %d, val mIoU %.2f%%", step,
                          100 * curve[-1]["miou"])
@@ -180,7 +205,9 @@ class Study:
             "schedule": None, "steps": step, "miou": curve[-1]["miou"], "curve": curve,
             "loss_curve": [[point[0], point[1]["total"]] for point in summary.get("curve", [])],
             "plateau_met": plateaued(curve, o.min_chunks, o.plateau_points),
-            **self.cost(config)})
+            # The chunks' own time, earlier runs' included.
+            "seconds": sum(c.get("seconds", 0) for c in curve), **self.cost(config)},
+            time.time())
 
     def finetune_steps(self, source: dict) -> int:
         return max(1, source["steps"] // 10)
@@ -190,6 +217,7 @@ class Study:
         done = self.point("control")
         if done is not None:
             return done
+        begin = time.time()
         train_source, _ = self.sources()
         steps = self.finetune_steps(source)
         model_dir = self.model_dir("control")
@@ -199,7 +227,7 @@ class Study:
         return self.save_point("control", {
             "name": "control", "kind": "control", "keep": 1.0, "criterion": None,
             "schedule": None, "steps": steps, "miou": self.miou(model_dir),
-            **self.cost(config)})
+            **self.cost(config)}, begin)
 
     def pruned(self, source: dict, schedule: tuple[float, ...], criterion: str) -> dict:
         """One pruned point: pruned from the source by `criterion`, fine-tuned F steps in all
@@ -208,6 +236,7 @@ class Study:
         done = self.point(name)
         if done is not None:
             return done
+        begin = time.time()
         train_source, val = self.sources()
         steps = self.finetune_steps(source)
         per_stage = max(1, steps // len(schedule))
@@ -225,7 +254,8 @@ class Study:
             "name": name, "kind": "pruned", "keep": schedule[-1], "criterion": criterion,
             "schedule": list(schedule), "steps": per_stage * len(schedule),
             "miou": self.miou(output), "plan": config.plan,
-            "params": report.final.measure.params, "gflops": report.final.measure.gflops})
+            "params": report.final.measure.params, "gflops": report.final.measure.gflops},
+            begin)
 
     def scratch(self, source: dict, keep: float) -> dict:
         """The pruned plan at `keep` trained from scratch for the source's steps + F."""
@@ -233,6 +263,7 @@ class Study:
         done = self.point(name)
         if done is not None:
             return done
+        begin = time.time()
         train_source, _ = self.sources()
         config = plan_config(self.options, train_source.num_classes, keep)
         steps = source["steps"] + self.finetune_steps(source)
@@ -243,7 +274,7 @@ class Study:
         return self.save_point(name, {
             "name": name, "kind": "scratch", "keep": keep, "criterion": None,
             "schedule": None, "steps": steps, "miou": self.miou(model_dir),
-            "plan": config.plan, **self.cost(config)})
+            "plan": config.plan, **self.cost(config)}, begin)
 
     def latency(self, keep: float) -> dict:
         """The int8 TFLite XNNPACK latency of the plan at `keep` (1.0: the source's)."""
@@ -251,6 +282,7 @@ class Study:
         done = self.point(name)
         if done is not None:
             return done
+        begin = time.time()
         train_source, _ = self.sources()
         o = self.options
         config = plan_config(o, train_source.num_classes, keep).replace(batch_norm=False)
@@ -268,7 +300,8 @@ class Study:
             raise RuntimeError(f"timing {path} failed: {result.get('error')}")
         return self.save_point(name, {"name": name, "kind": "latency", "keep": keep,
                                       "median_s": result["median_s"],
-                                      "p90_s": result["p90_s"], "threads": o.threads})
+                                      "p90_s": result["p90_s"], "threads": o.threads},
+                               begin)
 
 
 def _random_weights(config: ICNetConfig):
@@ -325,6 +358,36 @@ def _ms(latencies: dict, keep: float) -> str:
     return "n/a" if point is None else f"{point['median_s'] * 1e3:.1f} ms"
 
 
+def _drop(points: list[dict], keep: float, criterion: str) -> float | None:
+    """The mIoU points a one-shot pruned point loses against the equal-budget control."""
+    control = next(p for p in points if p["kind"] == "control")
+    point = next((p for p in points if p["kind"] == "pruned" and p["keep"] == keep
+                  and p["criterion"] == criterion and len(p["schedule"]) == 1), None)
+    return None if point is None else 100 * (control["miou"] - point["miou"])
+
+
+def headline(points: list[dict]) -> list[str]:
+    """The study's answers: the drop at keep 0.5 (l1 and the best criterion) against the goals
+    (at most 2 points, and 1 for the best), and random against l1 at the small keeps."""
+    lines = ["## Headline", ""]
+    criteria = sorted({p["criterion"] for p in points if p["kind"] == "pruned"})
+    drops = {c: _drop(points, 0.5, c) for c in criteria}
+    drops = {c: d for c, d in drops.items() if d is not None}
+    if "l1" in drops:
+        lines.append(f"- keep 0.5, l1: {drops['l1']:+.2f} points lost against the equal-budget "
+                     f"control (goal: at most 2; {'met' if drops['l1'] <= 2 else 'NOT met'})")
+    if drops:
+        best = min(drops, key=drops.get)
+        lines.append(f"- keep 0.5, best criterion {best}: {drops[best]:+.2f} points lost (goal: "
+                     f"at most 1; {'met' if drops[best] <= 1 else 'NOT met'})")
+    for keep in (0.35, 0.25):
+        l1, random = _drop(points, keep, "l1"), _drop(points, keep, "random")
+        if l1 is not None and random is not None:
+            lines.append(f"- keep {keep:g}: random loses {random:+.2f} points, l1 {l1:+.2f}: "
+                         f"random is {'worse' if random > l1 else 'NOT worse'} than l1")
+    return lines
+
+
 def study_markdown(results: dict, seconds: float) -> str:
     """STUDY.md: the table (every point, its drop against the equal-budget control), the
     source's plateau, and the plots."""
@@ -333,6 +396,8 @@ def study_markdown(results: dict, seconds: float) -> str:
     control = next(p for p in points if p["kind"] == "control")
     scratch = {p["keep"]: p for p in points if p["kind"] == "scratch"}
     o = results["options"]
+    total = sum(p.get("seconds", 0) for p in points) + sum(
+        p.get("seconds", 0) for p in latencies.values())
     lines = ["# Pruning study: what pruning costs at equal training", "",
              f"The full-width (fs={o['filter_scale']:g}) source trained on "
              f"{'x'.join(map(str, o['crop_size']))} crops of {o['train_scenes']} synthetic "
@@ -346,8 +411,9 @@ def study_markdown(results: dict, seconds: float) -> str:
              f"{control['steps']} steps ({100 * control['miou']:.2f}%). mIoU on "
              f"{o['val_scenes']} val scenes at {'x'.join(map(str, o['input_size']))}; latency "
              f"of the plan as int8 TFLite under XNNPACK, {o['threads']} threads, median of "
-             f"{o['timing_runs']}. Wall time of the run that finished it: {seconds / 60:.1f} "
-             f"min (points done in earlier runs not counted).", "",
+             f"{o['timing_runs']}. Compute time of all points: {total / 60:.1f} min (each "
+             f"point's own time, in whichever run made it); wall time of the run that finished "
+             f"the study: {seconds / 60:.1f} min.", "", *headline(points), "",
              "| keep | criterion | schedule | params | GFLOPs | int8 latency | mIoU | vs "
              "equal-budget control | vs from scratch (same plan, same total steps) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -357,8 +423,8 @@ def study_markdown(results: dict, seconds: float) -> str:
         delta = (f"{100 * (p['miou'] - control['miou']):+.2f} pt" if p["kind"] == "pruned"
                  else "–")
         versus = scratch.get(p["keep"]) if p["kind"] == "pruned" else None
-        scratch_text = (f"{100 * (p['miou'] - versus['miou']):+.2f} pt ({100 * versus['miou']:.2f}%)"
-                        if versus else "–")
+        scratch_text = (f"{100 * (p['miou'] - versus['miou']):+.2f} pt "
+                        f"({100 * versus['miou']:.2f}%)" if versus else "–")
         lines.append(f"| {p['keep']:g} | {p['criterion'] or p['kind']} | {schedule} | "
                      f"{p['params']:,} | {p['gflops']:.2f} | {_ms(latencies, p['keep'])} | "
                      f"{100 * p['miou']:.2f}% | {delta} | {scratch_text} |")

@@ -68,6 +68,12 @@ def _ok(result: dict | None) -> bool:
     return bool(result) and result.get("status") == "ok" and bool(result.get("median_s"))
 
 
+def software_device(result: dict | None) -> bool:
+    """A GPU result measured on a software (CPU-type) Vulkan device: its numerics are the GPU
+    path's, its times are not GPU times."""
+    return bool(result) and bool(result.get("software_device"))
+
+
 def baseline(results: list[dict], full: str | None, threads: int | None) -> dict | None:
     """The full-width fp32 SavedModel tf_cpu result at `threads` (ok or not; None if absent)."""
     return find(results, full, "saved_model", "fp32", "tf_cpu", threads)
@@ -275,6 +281,10 @@ def result_rows(latency: dict, report: ExportReport) -> list[str]:
                                        else "")
         ok = r.get("status") == "ok"
         note = "" if ok else (r.get("reason") or r.get("error") or "")
+        if ok and software_device(r):
+            speed = "n/a"
+            note = (f"software Vulkan device ({r.get('vulkan_device')}): the GPU path's "
+                    f"numerics, not GPU times")
         peak = r.get("peak_rss_bytes")
         cells = [f"`{r.get('artifact')}`", r.get("model") or "n/a", r.get("format") or "n/a",
                  r.get("quantization") or "n/a", r.get("runtime"), _threads(r),
@@ -371,6 +381,12 @@ def _deployment_row(target: str, result: dict | None, report: ExportReport,
             f"{percent(checked.miou if checked else None)} | {why} |")
 
 
+def _gpu_result(results: list[dict], model: str) -> dict | None:
+    """The fp16 TFLite's GPU result, unless a software device timed it."""
+    result = find(results, model, "tflite", "fp16", "tflite_gpu", None)
+    return None if software_device(result) else result
+
+
 def deployment_lines(latency: dict, report: ExportReport, threads: int) -> list[str]:
     """What to deploy where, from this run: per target the artifact and runtime to use, and
     every verified CPU result of the deployed (pruned) model, fastest first."""
@@ -397,8 +413,7 @@ def deployment_lines(latency: dict, report: ExportReport, threads: int) -> list[
                                                    "tflite_xnnpack", threads), report,
                              "int8 XNNPACK kernels exist on ARM too; timed on this x86 CPU, "
                              "not on a phone"),
-             _deployment_row("mobile GPU", find(results, model, "tflite", "fp16", "tflite_gpu",
-                                                None), report,
+             _deployment_row("mobile GPU", _gpu_result(results, model), report,
                              "fp16 weights for the GPU delegate (LiteRT CompiledModel, GPU)"),
              "", f"Every verified CPU result of `{model}` at {threads} threads, fastest first "
                  f"(those below the accuracy bar marked):",
@@ -507,7 +522,7 @@ def _points(latency: dict, report: ExportReport, key: str) -> list[tuple]:
     """(latency ms, y, label, runtime) per ok result with a y value."""
     points = []
     for r in latency.get("results") or []:
-        if not _ok(r):
+        if not _ok(r) or software_device(r):
             continue
         if key == "miou":
             checked = verification(report, r)

@@ -127,7 +127,8 @@ def _markdown(records: dict[str, dict], verdict: dict) -> str:
              "loss | mIoU |", "|---|---|---|---|---|---|---|"]
     for record in records.values():
         final = record["curve"][-1][1]["total"] if record["curve"] else float("nan")
-        lines.append(f"| {record['name']} | {'bfloat16' if record['mixed_precision'] else 'float32'}"
+        precision = "bfloat16" if record["mixed_precision"] else "float32"
+        lines.append(f"| {record['name']} | {precision}"
                      f" | {record['seed']} | {steady_speed(record):.2f} | "
                      f"{record['images_per_second']:.2f} | {final:.4f} | "
                      f"{100 * record['miou']:.2f}% |")

@@ -36,7 +36,7 @@ import tf_keras
 from absl import app, flags
 
 from deploy import layout
-from deploy.export_lib import ExportOptions, export
+from deploy.export_lib import GPU_CHECKS, ExportOptions, export
 from deploy.report import markdown
 from icnet import exits
 from icnet.checkpoint import model_dir_of
@@ -63,7 +63,10 @@ flags.DEFINE_integer("parity_images", 20,
                      "Val images for logit parity against the fp32 Keras model.")
 flags.DEFINE_integer("eval_images", 100, "Val images for the mIoU of every artifact (and of "
                      "the model before and after pruning); 0 skips.")
-flags.DEFINE_bool("gpu_check", True, "Run the TFLite Analyzer's GPU-delegate check.")
+flags.DEFINE_enum("gpu_check", "analyzer", GPU_CHECKS, "The GPU-delegate check of every "
+                  ".tflite: analyzer (the TFLite Analyzer's op check), run (also 2 val images "
+                  "through LiteRT's GPU accelerator on a Vulkan device, against the fp32 model; "
+                  "`make gpu-sim` installs a software one) or none.")
 flags.DEFINE_integer("calibration_images", 100, "Training images for int8 calibration (and "
                      "the first 16 for the QAT ranges).")
 flags.DEFINE_integer("qat_steps", 200, "Quantization-aware fine-tuning steps (with qat).")

@@ -22,7 +22,8 @@ import tf_keras
 from absl import logging
 
 from deploy import (layout, mediapipe_check, onnx_writer, openvino_writer, runtimes, serving,
-                    tflite_metadata, tflite_writer)
+                    tflite_metadata, tflite_writer, vulkan)
+from deploy.gpu_session import GpuWorkerSession
 from deploy.prune_lib import PruneOptions, prune_into, work_dir_for
 from deploy.quantize import (QAT_LOSSES, calibrate_ranges, finetune,
                              quantization_aware_model, quantization_spec, transfer_qat_weights)
@@ -45,6 +46,7 @@ from icnet.model import MIN_INPUT_SIZE
 from icnet.profiling import count_flops
 from icnet.weights import WeightDict
 
+GPU_CHECKS = ("analyzer", "run", "none")
 QAT_RANGE_IMAGES = 16  # calibration images that initialise the QAT activation ranges
 
 
@@ -83,7 +85,10 @@ class ExportOptions:
       onnx_opset: ONNX opset.
       threads: threads of the runtimes during verification (None: every core).
       max_image_pixels: largest image `serve_image_bytes` decodes.
-      gpu_check: run the TFLite Analyzer's GPU-delegate check.
+      gpu_check: the GPU-delegate check of every .tflite: "analyzer" (the TFLite Analyzer's
+        op check), "run" (that, and `gpu_images` val images through LiteRT's GPU accelerator
+        on a Vulkan device, against the fp32 Keras model) or "none".
+      gpu_images: val images of the "run" check (a software device takes seconds per image).
       seed: seed of the QAT data order.
       export_unpruned: when pruning, also export the source model (fp32, every format) as
         `<model_name>_unpruned`, for comparison (with the pruning's `control`, the
@@ -113,7 +118,8 @@ class ExportOptions:
     onnx_opset: int = onnx_writer.DEFAULT_OPSET
     threads: int | None = None
     max_image_pixels: int = MAX_IMAGE_PIXELS
-    gpu_check: bool = True
+    gpu_check: str = "analyzer"
+    gpu_images: int = 2
     seed: int = 0
     export_unpruned: bool = True
     min_agreement: float | None = None
@@ -141,6 +147,14 @@ class ExportOptions:
                 raise OptionError("quantize", str(e)) from None
         if "tflite" in self.formats and not self.quantizations:
             raise OptionError("quantize", "TFLite export needs at least one quantization")
+        if self.gpu_check not in GPU_CHECKS:
+            raise OptionError("gpu_check", f"must be one of {', '.join(GPU_CHECKS)}, got "
+                                           f"{self.gpu_check!r}")
+        if self.gpu_check == "run" and "tflite" not in self.formats:
+            raise OptionError("gpu_check", "run needs tflite in --formats")
+        if self.gpu_check == "run" and self.gpu_images < 1:
+            raise OptionError("gpu_images", f"must be >= 1 with gpu_check run, got "
+                                            f"{self.gpu_images}")
         for name in ("parity_images", "eval_images", "calibration_images", "qat_steps"):
             if getattr(self, name) < 0:
                 raise OptionError(name, f"must be >= 0, got {getattr(self, name)}")
@@ -202,6 +216,13 @@ def _check_data(options: ExportOptions, config: ICNetConfig, train_source: Sourc
         raise ValueError("int8, qat and pruning fine-tuning need a training data source")
     if (options.parity_images or options.eval_images) and eval_source is None:
         raise ValueError("parity and evaluation need a validation data source")
+    if options.gpu_check == "run":
+        if eval_source is None:
+            raise ValueError("--gpu_check run needs a validation data source")
+        try:
+            logging.info("export: GPU check on %s", vulkan.devices()[0].describe())
+        except vulkan.NoVulkanDevice as e:
+            raise OptionError("gpu_check", f"run needs a Vulkan device: {e}") from None
     for what, source in (("training", train_source), ("validation", eval_source)):
         if source is not None and source.num_classes != config.num_classes:
             raise ValueError(f"the {what} data has {source.num_classes} classes, the model "
@@ -341,7 +362,7 @@ class _Writer:
                         f"RGB input, {len(self.labels)} classes")
         tflite_writer.write(content, path)
         artifact.input_dtype = "uint8" if spec.integer_only else "float32"
-        if options.gpu_check:
+        if options.gpu_check != "none":
             verdict = tflite_writer.gpu_compatibility(content)
             artifact.gpu = GpuCheck("analyzer", verdict.compatible, list(verdict.problems))
             logging.info("export: %s GPU delegate: %s", artifact.path,
@@ -433,6 +454,53 @@ def _verify(report: ExportReport, references: dict[str, KerasSession], staging: 
                                                       options.input_size)), sessions)
     for (path, _), verification in results.items():
         report.artifact(path).verifications.append(verification)
+    if options.gpu_check == "run":
+        _gpu_run(report, references, staging, options, eval_source)
+
+
+def _gpu_run(report: ExportReport, references: dict[str, KerasSession], staging: Staging,
+             options: ExportOptions, eval_source: Source) -> None:
+    """Every .tflite through LiteRT's GPU accelerator (default precision: fp16 where the
+    device has it, as on phones): logits and mIoU against its fp32 Keras model on the first
+    `gpu_images` val images, and a verdict against `GPU_MIN_AGREEMENT`."""
+    for artifact in (a for a in report.artifacts if a.format == "tflite"):
+        check = artifact.gpu or GpuCheck("analyzer", None)
+        check.method = "run"
+        logging.info("export: %s on the GPU accelerator (%d images; a first run compiles "
+                     "its shaders)", artifact.path, options.gpu_images)
+        try:
+            session = GpuWorkerSession(staging.path(artifact.path))
+        except RuntimeError as e:
+            check.safe, check.note = False, str(e)[:300]
+            artifact.gpu = check
+            logging.warning("export: %s", e)
+            continue
+        reference = ("keras", artifact.model)
+        try:
+            measured = verify_sessions({reference: references[artifact.model], "gpu": session},
+                                       {"gpu": reference}, eval_source, options.gpu_images,
+                                       options.gpu_images)
+        except RuntimeError as e:
+            measured = {"gpu": {}}
+            check.safe, check.note = False, str(e)[:300]
+        finally:
+            session.close()
+        values = measured["gpu"]
+        if values:
+            floor = GPU_MIN_AGREEMENT[artifact.quantization in ("fp32", "fp16")]
+            check.device = session.device.describe()
+            check.software_device = session.device.software
+            check.images, check.max_abs_error = values["parity_images"], values["max_abs_error"]
+            check.argmax_agreement, check.miou = values["argmax_agreement"], values["miou"]
+            check.miou_delta = values["miou"] - measured[reference]["miou"]
+            check.safe = check.argmax_agreement >= floor
+            check.note = (f"argmax agreement {100 * check.argmax_agreement:.2f}% "
+                          f"{'>=' if check.safe else '<'} {100 * floor:g}%")
+            logging.info("export: %s on %s: max abs error %.3g, argmax agreement %.3f%%, "
+                         "mIoU %+.2f pt: %s", artifact.path, check.device, check.max_abs_error,
+                         100 * check.argmax_agreement, 100 * check.miou_delta,
+                         "GPU-safe" if check.safe else "NOT GPU-safe")
+        artifact.gpu = check
 
 
 def _measure(report: ExportReport, references: dict[str, KerasSession], sessions: dict,
@@ -458,6 +526,11 @@ def _measure(report: ExportReport, references: dict[str, KerasSession], sessions
             values["miou_delta"] = values["miou"] - reference.miou
         results[key] = Verification(runtime=key[1], **values)
     return results
+
+
+# The GPU check's argmax-agreement floor: float models (computed in fp16 by default), and
+# integer ones.
+GPU_MIN_AGREEMENT = {True: 0.995, False: 0.98}
 
 
 def default_min_agreement(quantization: str, precision: str) -> float:

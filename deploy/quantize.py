@@ -1,7 +1,8 @@
 """Quantization: a closed set of names mapped to TFLite converter settings, PTQ and QAT.
 
 `deploy.layout.QUANTIZATIONS` is the whole vocabulary (`fp32|fp16|dynamic|int8|qat`);
-`quantization_spec` rejects anything else. `configure_converter` applies a spec to a `tf.lite.TFLiteConverter`.
+`quantization_spec` rejects anything else. `configure_converter` applies a spec to a
+`tf.lite.TFLiteConverter`.
 
 Post-training int8 (`int8`) calibrates on a representative dataset of training images
 (`representative_dataset`). Quantization-aware training (`qat`) wraps the tf_keras model with

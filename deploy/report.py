@@ -101,11 +101,23 @@ class Verification:
 
 @dataclasses.dataclass
 class GpuCheck:
-    """The TFLite GPU-delegate verdict: the Analyzer's op check."""
+    """The TFLite GPU-delegate verdict: the Analyzer's op check (`compatible`, `problems`)
+    and, when run ("run"), the GPU accelerator's output against the fp32 Keras model on
+    `images` val images, on `device` (`software_device`: a CPU-type Vulkan device, whose
+    numerics are a GPU's but not its speed), with the verdict `safe`."""
 
     method: str
     compatible: bool | None
     problems: list[str] = dataclasses.field(default_factory=list)
+    device: str = ""
+    software_device: bool = False
+    images: int = 0
+    max_abs_error: float | None = None
+    argmax_agreement: float | None = None
+    miou: float | None = None
+    miou_delta: float | None = None
+    safe: bool | None = None
+    note: str = ""
 
 
 @dataclasses.dataclass
@@ -350,9 +362,16 @@ def points(delta: float | None) -> str:
 
 
 def gpu_text(check: GpuCheck | None) -> str:
+    if check is not None and check.method == "run":
+        if check.argmax_agreement is None:
+            return f"NOT GPU-safe: did not run ({check.note})"
+        return (f"{'GPU-safe' if check.safe else '**NOT GPU-safe**'}: "
+                f"{100 * check.argmax_agreement:.2f}% argmax, max err "
+                f"{check.max_abs_error:.2g}, {points(check.miou_delta)} mIoU on "
+                f"{check.images} images ({check.device})")
     if check is None or check.compatible is None:
         return "n/a"
-    return "compatible" if check.compatible else "NOT compatible"
+    return "Analyzer: compatible" if check.compatible else "Analyzer: NOT compatible"
 
 
 def mediapipe_text(check: MediaPipeCheck | None) -> str:

@@ -315,8 +315,8 @@ def newest_intact_checkpoint(model_dir: str) -> str | None:
     state = tf.train.get_checkpoint_state(model_dir)
     if state is None:
         return None
-    paths = [p if os.path.isabs(p) else os.path.join(model_dir, p)
-             for p in state.all_model_checkpoint_paths] or [state.model_checkpoint_path]
+    # TensorFlow has joined relative entries to `model_dir` already.
+    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
     intact = [p for p in paths if tf.io.gfile.exists(f"{p}.index")]
     moved = False
     while intact:

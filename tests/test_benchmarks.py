@@ -85,7 +85,7 @@ def export_dir(weights_path, tmp_path_factory):
                             formats=("saved_model", "tflite", "onnx", "openvino"),
                             quantizations=("fp32", "int8"), parity_images=1, eval_images=2,
                             floors=False,
-                            calibration_images=4, gpu_check=False)
+                            calibration_images=4, gpu_check="none")
     report = export(weights_path, options,
                     make_source("synthetic", "train", synthetic_size=SIZE),
                     make_source("synthetic", "val", synthetic_size=SIZE))
@@ -136,7 +136,10 @@ def test_latency_measures_every_artifact_and_runtime(latency_json):
         for runtime in family(fmt, "gpu"):
             r = results[(artifact, runtime, None)]
             assert r["format"] == fmt and r["model"] == "icnet"
-            if not machine["gpus"]:  # no GPU: every GPU runtime says why it cannot run
+            if not machine["gpus"] and r["status"] == "ok":  # the software Vulkan device
+                assert runtime == "tflite_gpu" and r["software_device"] is True, r
+                assert "software" in r["vulkan_device"], r
+            elif not machine["gpus"]:  # no GPU: every GPU runtime says why it cannot run
                 assert r["status"] == "unavailable", r
             # Whatever the machine: a result is a measurement, or says why there is none.
             if r["status"] == "ok":

@@ -640,7 +640,7 @@ def test_binary_killed_mid_export_leaves_no_version(tmp_path):
 
 def test_export_with_pruning(tmp_path, weights_file, sources):
     options = _small_options(str(tmp_path / "out"), eval_images=1, parity_images=1,
-                             formats=("saved_model", "tflite", "onnx"), gpu_check=False)
+                             formats=("saved_model", "tflite", "onnx"), gpu_check="none")
     report = export(weights_file, options, *sources, prune=PruneOptions(schedule=(0.5,)))
     prune = report.prune
     assert prune.final.measure.params < prune.original.params
@@ -703,7 +703,7 @@ def test_qat_trained_at_a_crop_exports_at_the_export_size(tmp_path, weights_file
     assert default_qat_crop((193, 257)) == (193, 257)  # half would be below 161
     options = _small_options(str(tmp_path / "out"), formats=("tflite",), quantizations=("qat",),
                              input_size=(225, 289), qat_crop_size=(193, 257), qat_steps=1,
-                             qat_batch_size=1, calibration_images=2, gpu_check=False)
+                             qat_batch_size=1, calibration_images=2, gpu_check="none")
     report = export(weights_file, options, *sources)
     assert report.qat.crop_size == [193, 257] and report.qat.loss is not None
     session = open_session(str(tmp_path / "out" / "tflite" / "icnet_qat.tflite"))
@@ -719,8 +719,9 @@ def test_an_artifact_below_its_floor_fails_the_export_and_the_report_marks_it(tm
     scenes = tmp_path / "scenes"
     write_cityscapes_layout(str(scenes), 0, 2, *SIZE)
     images = sorted((scenes / "leftImg8bit" / "val" / "synth").iterdir())
+    labels = scenes / "gtFine" / "val" / "synth"
     (tmp_path / "val.txt").write_text("\n".join(
-        f"{image} {scenes / 'gtFine' / 'val' / 'synth' / image.name.replace('leftImg8bit', 'gtFine_labelTrainIds')}"
+        f"{image} {labels / image.name.replace('leftImg8bit', 'gtFine_labelTrainIds')}"
         for image in images))
     blank = tmp_path / "blank"
     blank.mkdir()
@@ -741,7 +742,7 @@ def test_an_artifact_below_its_floor_fails_the_export_and_the_report_marks_it(tm
     command = [sys.executable, "-m", "deploy.export", "--model", str(model_dir), "--export_dir",
                str(tmp_path / "out"), "--input_size", "193x257", "--formats", "tflite",
                "--quantize", "fp32,int8", "--parity_images", "2", "--eval_images", "0",
-               "--calibration_images", "4", "--nogpu_check", "--min_agreement", "0.8"]
+               "--calibration_images", "4", "--gpu_check", "none", "--min_agreement", "0.8"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 3, result.stderr[-3000:]
     assert "Traceback" not in result.stderr

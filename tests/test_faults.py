@@ -78,7 +78,7 @@ def two_exports(tmp_path_factory, trained):
     base = tmp_path_factory.mktemp("exports")
     old, new = str(base / "old"), str(base / "new")
     options = dict(input_size=SIZE, formats=("saved_model",), parity_images=0, eval_images=0,
-                   calibration_images=0, gpu_check=False)
+                   calibration_images=0, gpu_check="none")
     export(trained, ExportOptions(old, **options), *sources)
     export(trained, ExportOptions(new, model_name="other", **options), *sources)
     return old, new

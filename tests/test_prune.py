@@ -378,7 +378,7 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     study = tmp_path / "study"
     points = sorted(p.stem for p in (study / "points").iterdir())
     assert points == ["control", "latency_0.5", "latency_1", "pruned_0.5_l1",
-                      "pruned_0.5_random", "scratch_0.5", "source"]
+                      "pruned_0.5_random", "scratch_0.5", "setup", "source"]
     with open(study / "results.json") as f:
         results = json.load(f)
     source = next(p for p in results["points"] if p["kind"] == "source")
@@ -388,6 +388,8 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     text = (study / "STUDY.md").read_text()
     assert "| 0.5 | l1 | one shot |" in text and "| 0.5 | random | one shot |" in text
     assert "vs equal-budget control" in text and "![mIoU against int8 latency](pareto.png)" in text
+    assert "- keep 0.5, l1: " in text and "points lost against the equal-budget control" in text
+    assert all(p["seconds"] > 0 for p in results["points"]), results["points"]
     for name in ("pareto.png", "source_curve.png"):
         assert (study / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A rerun redoes nothing: every point is kept.
@@ -396,3 +398,8 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     done = [line for line in again.stderr.splitlines() if "study: point" in line]
     assert len(done) == 1 and "pruned_0.5_random" in done[0]
+    # Other settings into the same study are refused: its points would mix two setups.
+    other = [a if a != "2" or args[i - 1] != "--batch_size" else "4" for i, a in enumerate(args)]
+    refused = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "other settings (batch_size: 2)" in refused.stderr.strip().splitlines()[-1]

@@ -47,8 +47,10 @@ def first_step_loss(model_dir):
 
 def test_kill_9_then_same_command_resumes_and_finishes(tmp_path):
     model_dir = tmp_path / "run"
+    # --model_dir as users type it: relative to the working directory.
+    relative = os.path.relpath(model_dir, REPO)
     args = ("--steps", "40", "--checkpoint_every", "5")
-    process = subprocess.Popen(train_cmd(model_dir, *args), cwd=REPO,
+    process = subprocess.Popen(train_cmd(relative, *args), cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and not (
@@ -58,7 +60,7 @@ def test_kill_9_then_same_command_resumes_and_finishes(tmp_path):
     process.wait()
     saved = checkpoint_steps(model_dir)
     assert saved and saved[-1] < 40, saved
-    result = run_train(model_dir, *args)
+    result = run_train(relative, *args)
     assert result.returncode == 0, result.stderr[-2000:]
     resumed = int(re.search(r"resumed from \S+ \(step (\d+)\)", result.stderr).group(1))
     assert resumed == saved[-1]

@@ -1,5 +1,5 @@
 """LiteRT runtimes for `.tflite` files: the Interpreter with XNNPACK or the reference kernels,
-and the CompiledModel API on the GPU accelerator. NumPy and ai_edge_litert only."""
+and the CompiledModel API on the GPU accelerator. NumPy, ctypes and ai_edge_litert only."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy import vulkan
 from deploy.layout import INPUT_NAME, OUTPUT_NAME, SIGNATURE
 from deploy.runtimes import (Runtime, Unavailable, dequantize, error_text, pixels_as_input,
                              register)
@@ -89,6 +90,8 @@ class CompiledModelSession:
         self.input_dtype = self._input_dtype.name
         self.info: dict[str, Any] = {
             "fully_accelerated": bool(self._model.is_fully_accelerated())}
+        if gpu:
+            self.info.update(_vulkan_device())
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         # CompiledModel exposes no input quantization; the integer models take raw pixels.
@@ -123,6 +126,16 @@ def _gpu_model(path: str):
         raise Unavailable("LiteRT CompiledModel could not create a GPU "
                           f"(HardwareAccelerator.GPU) model: {error_text(gpu_error)}") \
             from gpu_error
+
+
+def _vulkan_device() -> dict:
+    """{"vulkan_device", "software_device"} of the device the GPU accelerator runs on (the
+    first Vulkan device: on Linux, LiteRT's WebGPU runs over Vulkan)."""
+    try:
+        device = vulkan.devices_in_this_process()[0]
+    except vulkan.NoVulkanDevice as e:
+        return {"vulkan_device": f"unknown ({e})", "software_device": None}
+    return {"vulkan_device": device.describe(), "software_device": device.software}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,4 +185,5 @@ register(XnnpackFp16Runtime(
     "LiteRT CompiledModel on CPU, XNNPACK with FORCE_FP16 (native fp16 arithmetic)"))
 register(CompiledModelRuntime(
     "tflite_gpu", "tflite", "litert", "gpu", "as stored",
-    "LiteRT CompiledModel with HardwareAccelerator.GPU", verifies=False))
+    "LiteRT CompiledModel with HardwareAccelerator.GPU (WebGPU over Vulkan; a software Vulkan "
+    "device is labelled as such)", verifies=False))
