@@ -37,7 +37,7 @@ $(STAMP): setup.py setup.cfg
 	touch $(STAMP)
 
 test: $(STAMP) $(MEDIAPIPE_STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 tests
 
 # The kit's main job on the embedded synthetic street scenes, in six steps: render sample
 # scenes, train a full-width ICNet, prune it to half width with fine-tuning (and fine-tune the

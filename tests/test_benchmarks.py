@@ -39,6 +39,10 @@ from icnet.inference import load_weights
 from icnet.model import build_icnet
 from icnet.weights import assign_weights, model_weights, save_npy_weights
 
+# One worker runs this module: its module-scoped exports are made once (make test runs
+# pytest with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("benchmarks")
+
 TESTS = os.path.join(REPO, "tests")
 SIZE = (193, 257)
 ARTIFACTS = ("saved_model/icnet/1", "onnx/icnet.onnx", "onnx/icnet_int8.onnx",

@@ -45,6 +45,10 @@ from icnet.layers import resize_bilinear
 from icnet.model import build_icnet
 from icnet.weights import model_weights, save_npy_weights
 
+# One worker runs this module: its module-scoped exports are made once (make test runs
+# pytest with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("export")
+
 SIZE = (193, 257)
 TINY = 0.125
 

@@ -27,6 +27,10 @@ from deploy.staging import Staging, recover
 from icnet.data import make_source
 from icnet.exits import INTERRUPTED
 
+# One worker runs this module: its module-scoped exports are made once (make test runs
+# pytest with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("faults")
+
 SIZE = (193, 257)
 TINY_DATA = ["--synthetic_size", "192x256", "--synthetic_count", "8"]
 TINY_TRAIN = ["--filter_scale", "0.125", "--batch_size", "2", "--crop_size", "161x161",
@@ -87,6 +91,7 @@ def two_exports(tmp_path_factory, trained):
 _PUBLISH = """
 import errno, shutil, sys
 from deploy import staging
+
 if sys.argv[3] == "fallback":
     def no_renameat2(*args):
         raise OSError(errno.ENOSYS, "renameat2 disabled by the test")
