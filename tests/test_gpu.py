@@ -17,6 +17,7 @@ from deploy.export_lib import GPU_MIN_AGREEMENT, ExportOptions, export
 from deploy.report import ExportReport
 from icnet.config import ICNetConfig
 from icnet.data import make_source
+from icnet.exits import OptionError
 from icnet.model import build_icnet
 from icnet.weights import model_weights, save_npy_weights
 
@@ -82,6 +83,16 @@ def test_gpu_run_without_a_vulkan_device_is_one_line(weights_file, tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert "--gpu_check" in last and "Vulkan" in last and "make gpu-sim" in last, last
     assert not out.exists()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"gpu_check": "always"}, "must be one of analyzer, run, none"),
+    ({"gpu_check": "run", "formats": ("onnx",)}, "run needs tflite in --formats"),
+    ({"gpu_check": "run", "gpu_images": 0}, "must be >= 1 with gpu_check run"),
+])
+def test_bad_gpu_check_options_are_named(tmp_path, changes, message):
+    with pytest.raises(OptionError, match=message):
+        ExportOptions(str(tmp_path / "out"), **changes)
 
 
 def test_a_software_device_result_is_labelled_and_never_a_gpu_time():
