@@ -34,7 +34,7 @@ from deploy import tflite_writer
 from deploy.prune_lib import PruneOptions, prune_into
 from deploy.pruning import model_groups, prune_plan
 from deploy.verify import SourceImages
-from icnet.checkpoint import load_checkpoint_weights
+from icnet.checkpoint import latest_checkpoint, load_checkpoint_weights
 from icnet.config import ICNetConfig
 from icnet.data import make_source
 from icnet.data.synthetic import write_cityscapes_layout
@@ -177,6 +177,12 @@ class Study:
         """Trains the full-width source in chunks until its val mIoU plateaus."""
         done = self.point("source")
         if done is not None:
+            if latest_checkpoint(self.model_dir("source")) is None:
+                raise OptionError("work_dir", f"{self.points_dir} records a finished source "
+                                  f"but {self.model_dir('source')} holds no checkpoint of it; "
+                                  f"the missing points need that same source: rerun with the "
+                                  f"--work_dir that trained it, or start over in a new "
+                                  f"--output_dir")
             return done
         o = self.options
         train_source, _ = self.sources()

@@ -27,6 +27,7 @@ winning on the groups both match; every key must match something.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Iterable, Mapping, Sequence
 
@@ -40,7 +41,6 @@ from icnet.layers import Interp, LegacyResize, Preprocess
 from icnet.model import MIN_INPUT_SIZE, build_icnet
 from icnet.weights import WeightDict, assign_weights
 
-_GRAPH_SIZE = (MIN_INPUT_SIZE, MIN_INPUT_SIZE)  # weights do not depend on the input size
 _GRAPH_SIZE = (MIN_INPUT_SIZE, MIN_INPUT_SIZE)  # weights do not depend on the input size
 
 # Layers whose output channels are their input channels, one for one.
@@ -214,8 +214,17 @@ def dependency_groups(model: tf_keras.Model) -> list[ChannelGroup]:
 
 
 def model_groups(config: ICNetConfig) -> list[ChannelGroup]:
-    """The dependency groups of the model `config` describes."""
-    return dependency_groups(build_icnet(config, _GRAPH_SIZE))
+    """The dependency groups of the model `config` describes (built once per config: a
+    sensitivity scan prunes the same source once per group)."""
+    return list(_model_groups(config.num_classes, config.batch_norm,
+                              tuple(sorted(config.plan.items()))))
+
+
+@functools.lru_cache(maxsize=16)
+def _model_groups(num_classes: int, batch_norm: bool,
+                  plan: tuple[tuple[str, int], ...]) -> tuple[ChannelGroup, ...]:
+    config = ICNetConfig(num_classes, dict(plan), batch_norm)
+    return tuple(dependency_groups(build_icnet(config, _GRAPH_SIZE)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -400,3 +401,9 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     refused = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "other settings (batch_size: 2)" in refused.stderr.strip().splitlines()[-1]
+    # A finished source whose model is gone (a fresh machine, another --work_dir) is refused:
+    # the missing points would be pruned from another source.
+    shutil.rmtree(tmp_path / "work" / "source")
+    gone = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert gone.returncode == 2 and "Traceback" not in gone.stderr
+    assert "holds no checkpoint of it" in gone.stderr.strip().splitlines()[-1]
