@@ -26,7 +26,7 @@ import tf_keras
 from absl import logging
 from ai_edge_litert.interpreter import Interpreter
 
-from benchmarks.timing import measure
+from deploy.timing import measure
 from icnet.config import ICNetConfig
 from icnet.model import build_icnet
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from absl import logging
 
 from benchmarks.machine import machine_info
-from benchmarks.timing import summarize
+from deploy.timing import summarize
 from deploy import layout, runtimes, vulkan
 from deploy.report import ExportReport
 from icnet.exits import OptionError

@@ -20,8 +20,9 @@ import os
 
 from absl import app, flags
 
-from deploy.pruning import PlanCost, parse_schedule
-from deploy.sensitivity import measure, plan_for_budget
+from deploy.budget import narrowest_plan, search
+from deploy.pruning import PlanCost, model_groups, parse_schedule
+from deploy.sensitivity import measure
 from icnet import exits
 from icnet.checkpoint import model_dir_of
 from icnet.cli import parse_size
@@ -37,7 +38,7 @@ flags.DEFINE_string("keeps", "0.75,0.5,0.25", "Keeps to try on every group.")
 flags.DEFINE_integer("eval_images", 10, "Val images of every evaluation.")
 flags.DEFINE_string("input_size", "1025x2049", "HxW at which FLOPs are counted.")
 flags.DEFINE_float("target_gflops", None, "Also write plan.json: per-group keeps within this "
-                   "many GFLOPs losing least.")
+                   "many GFLOPs losing least (deploy.budget's search).")
 define_data_flags()
 FLAGS = flags.FLAGS
 
@@ -73,8 +74,17 @@ def _main() -> None:
     source = make_data_source(data_values(record.get("data")), "val")
     config, weights = load_weights(FLAGS.model)
     size = parse_size(FLAGS.input_size, "input_size", MIN_INPUT_SIZE)
+    keeps = parse_schedule(FLAGS.keeps)
+    cost = PlanCost(config, size)
+    groups = model_groups(config)
+    if FLAGS.target_gflops is not None:  # checked before the minutes of evaluation
+        narrowest = cost.flops(narrowest_plan(config.plan, groups, min(keeps), 1)) / 1e9
+        if narrowest > FLAGS.target_gflops:
+            raise exits.OptionError("target_gflops", (
+                f"{FLAGS.target_gflops:g}: even the narrowest allowed plan (every group at "
+                f"keep {min(keeps):g}) costs {narrowest:.4g} GFLOPs"))
     baseline, rows = measure(config, weights, source, FLAGS.eval_images,
-                             parse_schedule(FLAGS.keeps), size)
+                             keeps, size)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     result = {"model": FLAGS.model, "miou": baseline, "eval_images": FLAGS.eval_images,
               "input_size": list(size), "rows": [dataclasses.asdict(r) for r in rows]}
@@ -87,9 +97,10 @@ def _main() -> None:
     lines += [f"| {r.group} | {r.channels} | {r.keep:g} | {r.width} | {100 * r.miou:.2f}% | "
               f"{100 * r.drop:+.2f} pt | {r.gflops_saved:.2f} |" for r in rows]
     if FLAGS.target_gflops is not None:
-        plan = plan_for_budget(config, rows, FLAGS.target_gflops, size)
+        plan, _ = search(config.plan, groups, rows, lambda p: cost.flops(p) / 1e9,
+                         FLAGS.target_gflops, min(keeps))
         config.replace(plan=plan).save(os.path.join(FLAGS.output_dir, "plan.json"))
-        gflops = PlanCost(config, size).flops(plan) / 1e9
+        gflops = cost.flops(plan) / 1e9
         result["target"] = {"gflops": FLAGS.target_gflops, "plan_gflops": gflops, "plan": plan}
         lines += ["", f"plan.json: per-group keeps within {FLAGS.target_gflops:g} GFLOPs "
                       f"({gflops:.2f} GFLOPs of convolutions): `deploy.prune --plan "

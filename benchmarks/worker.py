@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
         print(f"usage: {argv[0]} SPEC_JSON RESULT_PATH", file=sys.stderr)
         return 2
     spec = json.loads(argv[1])
-    from benchmarks.timing import run_case
+    from deploy.timing import run_case
     from deploy import runtimes
 
     runtime = runtimes.load(spec["runtime"], spec.get("module"))

@@ -13,6 +13,13 @@ Examples:
       --keep_overrides conv5=0.6,sub1=1.0 --round_to 8
   # Target widths straight from a plan.json (ranking picks which channels survive):
   python -m deploy.prune --model runs/fs2 --output_dir runs/p3 --plan my_plan.json
+  # The most accurate plan the search finds that runs in 50 ms as an int8 TFLite model under
+  # XNNPACK on 2 threads at 1025x2049 (the latency table is measured once, then reused):
+  python -m deploy.prune --model runs/fs2 --output_dir runs/p50 --target_latency_ms 50 \
+      --target_runtime tflite_xnnpack --target_quantization int8 --target_threads 2 \
+      --round_to 8 --finetune_steps 200 --eval_images 20
+  # A runtime-free budget: 30 GFLOPs of convolutions at 1025x2049:
+  python -m deploy.prune --model runs/fs2 --output_dir runs/g30 --target_gflops 30
 
 The groups, ranking and surgery are deploy.pruning's; the job (stages, fine-tuning, output)
 deploy.prune_lib's. A fine-tune trains like the source model did (its train_summary.json:
@@ -45,7 +52,8 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir (only a 
                   "directory, never the source model).")
 define_pruning_flags()
 flags.DEFINE_integer("eval_images", 0, "Val images for the mIoU of each stage (0: none).")
-flags.DEFINE_string("input_size", "1025x2049", "HxW at which FLOPs are reported.")
+flags.DEFINE_string("input_size", "1025x2049", "HxW at which FLOPs are reported (and a "
+                    "latency budget is measured).")
 define_data_flags()
 define_training_flags(learning_rate=5e-4)
 FLAGS = flags.FLAGS
@@ -60,15 +68,19 @@ def _main() -> None:
     tf_keras.utils.set_random_seed(data["seed"])
     needs_train = FLAGS.finetune_steps > 0 or FLAGS.criterion == "taylor"
     train_source = make_data_source(data, "train") if needs_train else None
-    eval_source = make_data_source(data, "val") if FLAGS.eval_images > 0 else None
+    budget = FLAGS.target_latency_ms is not None or FLAGS.target_gflops is not None
+    eval_source = make_data_source(data, "val") if FLAGS.eval_images > 0 or budget else None
     options = prune_options_from_flags(record, train_source, FLAGS.eval_images,
                                        parse_size(FLAGS.input_size, "input_size",
                                                   MIN_INPUT_SIZE))
     report = prune_model(FLAGS.model, FLAGS.output_dir, options, train_source, eval_source,
                          FLAGS.overwrite)
     final = report.final.measure
-    print(json.dumps({"output_dir": FLAGS.output_dir, "params": final.params,
-                      "gflops": final.gflops, "miou": final.miou}))
+    result = {"output_dir": FLAGS.output_dir, "params": final.params, "gflops": final.gflops,
+              "miou": final.miou}
+    if report.budget is not None and report.budget.final_ms is not None:
+        result["latency_ms"] = report.budget.final_ms
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

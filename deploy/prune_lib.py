@@ -26,11 +26,15 @@ from collections.abc import Mapping
 
 from absl import logging
 
-from deploy.pruning import (CRITERIA, Evidence, check_keep, check_schedule, check_target_plan,
-                            group_keeps, model_groups, override_matches, prune, prune_plan,
-                            save_checkpoint)
-from deploy.report import (PRUNE_REPORT_FILENAME, ControlReport, FinetuneReport, Measure,
-                           PruneReport, PruneStage, from_dict, to_dict)
+from deploy import budget as budget_search
+from deploy.latency_table import LatencyTable, Target, default_table_path, measure_model
+from deploy.pruning import (CRITERIA, Evidence, PlanCost, check_keep, check_schedule,
+                            check_target_plan, group_keeps, model_groups, override_matches, prune,
+                            prune_plan, save_checkpoint)
+from deploy.report import (PRUNE_REPORT_FILENAME, BudgetReport, ControlReport, FinetuneReport,
+                           Measure, PruneReport, PruneStage, from_dict, to_dict)
+from deploy.sensitivity import Row, criterion_rows
+from deploy.sensitivity import measure as measure_sensitivity
 from deploy.staging import Staging
 from icnet.checkpoint import latest_checkpoint, load_checkpoint_weights, model_dir_of
 from icnet.config import PLAN_FILENAME, ICNetConfig
@@ -45,6 +49,46 @@ from icnet.weights import WeightDict
 
 JOB_FILENAME = "job.json"
 RESULT_FILENAME = "result.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What to prune to instead of keeps: a latency on a target runtime, or GFLOPs.
+
+    Attributes:
+      latency_ms: the latency to reach on `target` (its input size is the model's).
+      gflops: a runtime-free budget: GFLOPs of the convolutions at the input size.
+      target: where the latency is measured (deploy.latency_table.Target).
+      table: the latency table file (default: beside the source model).
+      min_keep: the narrowest fraction of any group's width.
+      search_images: val images of the layer sensitivity that scores the cuts; 0 scores them
+        by the criterion alone (deploy.sensitivity.criterion_rows: no evaluation).
+    """
+
+    latency_ms: float | None = None
+    gflops: float | None = None
+    target: Target = Target()
+    table: str | None = None
+    min_keep: float = 0.25
+    search_images: int = 4
+
+    def __post_init__(self):
+        if (self.latency_ms is None) == (self.gflops is None):
+            raise OptionError("target_latency_ms", "give a latency budget or "
+                                                   "--target_gflops, not both")
+        for name, value in (("target_latency_ms", self.latency_ms),
+                            ("target_gflops", self.gflops)):
+            if value is not None and not value > 0:
+                raise OptionError(name, f"must be > 0, got {value:g}")
+        check_keep(self.min_keep, "min_keep")
+        if self.search_images < 0:
+            raise OptionError("search_images", f"must be >= 0, got {self.search_images}")
+
+    def job(self) -> dict:
+        """What makes a rerun the same search."""
+        return {"latency_ms": self.latency_ms, "gflops": self.gflops,
+                "target": dataclasses.asdict(self.target) if self.latency_ms else None,
+                "min_keep": self.min_keep, "search_images": self.search_images}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +110,8 @@ class PruneOptions:
       control: also fine-tune the unpruned source for as many steps as the pruned model got
         (every stage's), with the same settings: the equal-budget control, written as the
         model dir `control/` of the output and measured beside the pruned model.
+      budget: a latency or FLOP budget instead of keeps: one stage to the plan deploy.budget
+        finds; `schedule` must be (1.0,), no overrides or plan.
     """
 
     schedule: tuple[float, ...] = (0.5,)
@@ -77,9 +123,18 @@ class PruneOptions:
     eval_images: int = 0
     input_size: tuple[int, int] = (1025, 2049)
     control: bool = False
+    budget: Budget | None = None
 
     def __post_init__(self):
         check_schedule(self.schedule)
+        if self.budget is not None and (self.schedule != (1.0,) or self.overrides
+                                        or self.plan is not None):
+            raise OptionError("target_latency_ms", "a budget chooses the widths: do not "
+                                                   "combine it with keeps, overrides or a plan")
+        if (self.budget is not None and self.budget.latency_ms is not None
+                and tuple(self.budget.target.input_size) != tuple(self.input_size)):
+            raise OptionError("input_size", "the latency target's input size must be the "
+                                            "model's input size")
         if self.plan is not None and (self.schedule != (1.0,) or self.overrides
                                       or self.round_to != 1):
             raise OptionError("plan", "a plan gives the widths directly: do not combine it "
@@ -221,8 +276,10 @@ def _check_sources(config: ICNetConfig, options: PruneOptions, train_source: Sou
                    eval_source: Source | None) -> None:
     if (options.finetune is not None or options.criterion == "taylor") and train_source is None:
         raise ValueError("fine-tuning and the taylor criterion need a training data source")
-    if options.eval_images > 0 and eval_source is None:
-        raise ValueError("evaluation needs a validation data source")
+    scored = options.budget is not None and options.budget.search_images > 0
+    if (options.eval_images > 0 or scored) and eval_source is None:
+        raise ValueError("evaluation and a budget's layer sensitivity need a validation data "
+                         "source")
     for what, source in (("training", train_source),
                          ("evaluation", eval_source if options.eval_images else None)):
         if source is not None and source.num_classes != config.num_classes:
@@ -314,6 +371,119 @@ def _control(source: str, directory: str, options: PruneOptions, train_source: S
     return control
 
 
+# A latency search round ends when the measured model is within this fraction over the
+# target (timings vary by a few percent between runs); otherwise the estimate is re-anchored
+# to the measurement and the search cuts further, at most SEARCH_ROUNDS times.
+LATENCY_TOLERANCE = 0.02
+SEARCH_ROUNDS = 4
+
+
+def latency_table(source: str, config: ICNetConfig, options: PruneOptions) -> LatencyTable:
+    """The budget's latency table (target and staleness checked), measured where missing."""
+    budget = options.budget
+    table = LatencyTable(budget.table or default_table_path(source, budget.target),
+                         budget.target, config, budget.min_keep, options.round_to)
+    table.measure_missing()
+    return table
+
+
+def _cost(source: str, config: ICNetConfig, weights: WeightDict, options: PruneOptions):
+    """(cost function of a plan, the budget in its unit, the table or None, the source's
+    measured ms or None); raises OptionError for an unreachable budget."""
+    budget = options.budget
+    narrowest = budget_search.narrowest_plan(config.plan, model_groups(config),
+                                             budget.min_keep, options.round_to)
+    if budget.latency_ms is None:
+        flops = PlanCost(config, options.input_size)
+
+        def cost(plan):
+            return flops.flops(plan) / 1e9
+
+        target, table, source_ms, unit, flag = budget.gflops, None, None, "GFLOPs", \
+            "target_gflops"
+    else:
+        table = latency_table(source, config, options)
+        source_ms = 1e3 * table.source_seconds(config, weights)
+        table.calibrate(config.plan, source_ms / 1e3)
+        def cost(plan):
+            return 1e3 * table.estimate(plan)
+
+        target, unit, flag = budget.latency_ms, "ms", "target_latency_ms"
+        logging.info("budget: the source runs in %.1f ms on %s", source_ms,
+                     budget.target.describe())
+    if cost(narrowest) > target:
+        raise OptionError(flag, f"{target:g} {unit} is unreachable: the narrowest allowed plan "
+                                f"(every group at --min_keep {budget.min_keep:g}) is estimated "
+                                f"at {cost(narrowest):.4g} {unit}")
+    return cost, target, table, source_ms
+
+
+def _sensitivity(config: ICNetConfig, weights: WeightDict, options: PruneOptions,
+                 evidence: Evidence, eval_source: Source, work: str) -> list[Row]:
+    """The source's layer sensitivity at the table's grid keeps (cached in `work`)."""
+    path = os.path.join(work, "sensitivity.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return [Row(**row) for row in json.load(f)]
+    keeps = sorted({k for k in (0.75, 0.5, 0.25, options.budget.min_keep)
+                    if options.budget.min_keep <= k < 1.0}, reverse=True)
+    if options.budget.search_images == 0:
+        return criterion_rows(config, weights, keeps, options.criterion, evidence)
+    logging.info("budget: layer sensitivity of %d groups at keeps %s on %d val images",
+                 len(model_groups(config)), keeps, options.budget.search_images)
+    _, rows = measure_sensitivity(config, weights, eval_source, options.budget.search_images,
+                                  keeps, options.input_size, options.criterion, evidence)
+    atomic_write_bytes(path, json.dumps([dataclasses.asdict(r) for r in rows]).encode())
+    return rows
+
+
+def _budget_plan(source: str, config: ICNetConfig, weights: WeightDict, options: PruneOptions,
+                 train_source: Source | None, eval_source: Source, cost_model, work: str
+                 ) -> BudgetReport:
+    """Searches the plan for the budget (resuming from `work`), measuring each round's plan
+    on the latency target."""
+    path = os.path.join(work, "budget.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return from_dict(BudgetReport, json.load(f))
+    budget = options.budget
+    cost, target, table, source_ms = cost_model
+    evidence = _evidence(config, weights, options, train_source)
+    rows = _sensitivity(config, weights, options, evidence, eval_source, work)
+    groups = model_groups(config)
+    plan, steps, rounds = dict(config.plan), [], []
+    measured_ms = None
+    for number in range(1, (SEARCH_ROUNDS if table else 1) + 1):
+        try:
+            plan, taken = budget_search.search(plan, groups, rows, cost, target,
+                                               budget.min_keep, options.round_to)
+        except ValueError as e:  # re-anchored past the narrowest plan: keep the last round's
+            logging.warning("budget: round %d: %s ms; keeping round %d's plan", number, e,
+                            number - 1)
+            break
+        steps += [dataclasses.asdict(step) for step in taken]
+        if table is None:
+            break
+        pruned_config, pruned_weights = prune(config, weights, plan, options.criterion, evidence)
+        measured_ms = 1e3 * measure_model(pruned_config, pruned_weights, budget.target)
+        rounds.append({"estimate_ms": cost(plan), "measured_ms": measured_ms,
+                       "correction": table.correction})
+        logging.info("budget: round %d: %d cuts, estimated %.1f ms, measured %.1f ms "
+                     "(target %g ms)", number, len(taken), cost(plan), measured_ms, target)
+        if measured_ms <= target * (1 + LATENCY_TOLERANCE):
+            break
+        table.calibrate(plan, measured_ms / 1e3)
+    target_fields = ({"runtime": budget.target.runtime, "quantization":
+                      budget.target.quantization, "threads": budget.target.threads,
+                      "table": table.path} if table else {})
+    report = BudgetReport(latency_ms=budget.latency_ms, gflops=budget.gflops,
+                          min_keep=budget.min_keep, search_images=budget.search_images,
+                          estimate=cost(plan), source_ms=source_ms, measured_ms=measured_ms,
+                          rounds=rounds, steps=steps, **target_fields)
+    atomic_write_bytes(path, json.dumps({**to_dict(report), "plan": plan}).encode())
+    return report
+
+
 def prune_into(source: str, directory: str, options: PruneOptions,
                train_source: Source | None, eval_source: Source | None,
                work: str) -> PruneReport:
@@ -328,14 +498,24 @@ def prune_into(source: str, directory: str, options: PruneOptions,
     """
     config, weights = load_weights(source)
     _check_sources(config, options, train_source, eval_source)
-    targets = _targets(config, options)
-    job = {"source": _source_identity(source), "plans": [t[1] for t in targets],
+    targets = _targets(config, options) if options.budget is None else None
+    # A budget's checks (target runtime, table, reachability) come before any work.
+    cost_model = _cost(source, config, weights, options) if options.budget else None
+    job = {"source": _source_identity(source),
+           "plans": [t[1] for t in targets] if targets else None,
+           "budget": options.budget.job() if options.budget else None,
            "criterion": options.criterion, "eval_images": options.eval_images,
            "control": options.control,
            "input_size": list(options.input_size),
            "finetune": ({k: v for k, v in options.finetune.to_dict().items()
                          if k != "model_dir"} if options.finetune else None)}
     _prepare_work(work, json.loads(json.dumps(job)))
+    budget = None
+    if options.budget is not None:
+        budget = _budget_plan(source, config, weights, options, train_source, eval_source,
+                              cost_model, work)
+        with open(os.path.join(work, "budget.json")) as f:
+            targets = [(None, json.load(f)["plan"], None)]
     original_path = os.path.join(work, "source.json")
     if os.path.isfile(original_path):
         with open(original_path) as f:
@@ -378,7 +558,11 @@ def prune_into(source: str, directory: str, options: PruneOptions,
         finetune_steps=options.finetune.steps if options.finetune else 0,
         round_to=options.round_to, original=original, stages=stages,
         checkpoint=os.path.basename(save_checkpoint(config, weights, directory)),
-        criterion=options.criterion, control=control)
+        criterion=options.criterion, control=control, budget=budget)
+    if budget is not None and budget.latency_ms is not None:
+        budget.final_ms = 1e3 * measure_model(config, weights, options.budget.target)
+        logging.info("budget: the pruned model runs in %.1f ms on %s (target %g ms)",
+                     budget.final_ms, options.budget.target.describe(), budget.latency_ms)
     atomic_write_bytes(os.path.join(directory, PRUNE_REPORT_FILENAME),
                        report.to_json().encode())
     return report

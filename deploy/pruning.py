@@ -502,27 +502,59 @@ def prune(config: ICNetConfig, weights: WeightDict, target: Mapping[str, int],
     return new_config, pruned
 
 
+@dataclasses.dataclass(frozen=True)
+class ConvSite:
+    """One convolution of the BN-merged model as pruning sees it.
+
+    Attributes:
+      name: the layer.
+      spec: its shape apart from the channels: input_hw, kernel, stride, dilation, padding.
+      inputs, outputs: the plan key (a group's first producing conv) its input or output
+        channels follow, or the fixed width where no group owns them.
+      area: output pixels times kernel area (FLOPs = 2 x area x inputs x outputs).
+    """
+
+    name: str
+    spec: dict
+    inputs: str | int
+    outputs: str | int
+    area: int
+
+
+def conv_sites(config: ICNetConfig, input_size: tuple[int, int]) -> list[ConvSite]:
+    """Every convolution of `config`'s BN-merged model at `input_size`, in graph order."""
+    model = build_icnet(config.replace(batch_norm=False), input_size)
+    groups = model_groups(config)
+    consumed = {c: g.producers[0] for g in groups for c in g.consumers}
+    produced = {p: g.producers[0] for g in groups for p in g.producers}
+    sites = []
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.layers.Conv2D):
+            height, width = layer.output.shape[1:3]
+            spec = {"input_hw": [int(n) for n in layer.input.shape[1:3]],
+                    "kernel": layer.kernel_size[0], "stride": layer.strides[0],
+                    "dilation": layer.dilation_rate[0], "padding": layer.padding}
+            sites.append(ConvSite(layer.name, spec,
+                                  consumed.get(layer.name, int(layer.input.shape[-1])),
+                                  produced.get(layer.name, layer.filters),
+                                  height * width * layer.kernel_size[0] * layer.kernel_size[1]))
+    return sites
+
+
 class PlanCost:
     """FLOPs of any plan reachable from `config` by pruning, at an input size, counted from
     the conv shapes (2 x multiply-adds of every convolution; the rest of the graph adds about
     3% to the TF profiler's count), without building a model per plan."""
 
     def __init__(self, config: ICNetConfig, input_size: tuple[int, int]):
-        model = build_icnet(config.replace(batch_norm=False), input_size)
-        consumed = {c: g.producers[0] for g in model_groups(config) for c in g.consumers}
-        self.convs = []  # (name, output pixels x kernel area, input group or fixed width)
-        for layer in model.layers:
-            if isinstance(layer, tf_keras.layers.Conv2D):
-                height, width = layer.output.shape[1:3]
-                source = consumed.get(layer.name, int(layer.input.shape[-1]))
-                self.convs.append((layer.name, height * width * layer.kernel_size[0]
-                                   * layer.kernel_size[1], source, layer.filters))
+        self.sites = conv_sites(config, input_size)
 
     def flops(self, plan: Mapping[str, int]) -> int:
         total = 0
-        for name, area, source, filters in self.convs:
-            inputs = plan[source] if isinstance(source, str) else source
-            total += 2 * area * inputs * plan.get(name, filters)
+        for site in self.sites:
+            inputs = plan[site.inputs] if isinstance(site.inputs, str) else site.inputs
+            outputs = plan[site.outputs] if isinstance(site.outputs, str) else site.outputs
+            total += 2 * site.area * inputs * outputs
         return total
 
 

@@ -229,6 +229,32 @@ class ControlReport:
 
 
 @dataclasses.dataclass
+class BudgetReport:
+    """What a budget search chose (deploy.budget) and what was measured on the target.
+
+    Costs are milliseconds on the target (`runtime`, `quantization`, `threads`, the report's
+    input size) for a latency budget, GFLOPs for a FLOP budget. `rounds` holds, per search
+    round, the plan's estimate and its measured latency (a round over the budget re-anchors
+    the estimate to that measurement and cuts further); `steps` every cut taken.
+    """
+
+    latency_ms: float | None
+    gflops: float | None
+    min_keep: float
+    search_images: int
+    estimate: float
+    runtime: str | None = None
+    quantization: str | None = None
+    threads: int | None = None
+    table: str | None = None
+    source_ms: float | None = None
+    measured_ms: float | None = None
+    final_ms: float | None = None
+    rounds: list[dict] = dataclasses.field(default_factory=list)
+    steps: list[dict] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class PruneReport:
     """What deploy.prune did: the source, every stage's widths, cost and accuracy."""
 
@@ -243,6 +269,7 @@ class PruneReport:
     checkpoint: str = ""
     criterion: str = "l1"
     control: ControlReport | None = None
+    budget: BudgetReport | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property

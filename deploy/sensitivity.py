@@ -1,10 +1,11 @@
 """Layer sensitivity: every channel group pruned alone at several keeps, without fine-tuning,
-and the mIoU each costs; and the per-group keeps that reach a FLOP budget losing least.
+and the mIoU each costs.
 
-`measure(...)` evaluates the source once and every (group, keep) once on the same images;
-`plan_for_budget(...)` then starts from the full plan and, greedily, moves the group whose
-next lower measured keep loses the least mIoU per GFLOP saved, until the plan's FLOPs are
-within the budget (the result is a plan, usable with `deploy.prune --plan`).
+`measure(...)` evaluates the source once and every (group, keep) once on the same images; the
+channels each cut keeps are the pruning criterion's. `criterion_rows(...)` is the cheap
+stand-in that evaluates nothing: a cut's "drop" is the share of its group's importance scores
+the cut removes (a proxy that treats every group as equally important). deploy.budget
+searches per-group widths for a FLOP or latency budget from either.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import numpy as np
 import tf_keras
 from absl import logging
 
-from deploy.pruning import PlanCost, check_keep, kept_width, model_groups, prune
+from deploy.pruning import (CRITERIA, Evidence, PlanCost, check_keep, kept_width, model_groups,
+                            prune)
 from icnet.config import ICNetConfig
 from icnet.data import Source
 from icnet.evaluation import evaluate
@@ -34,7 +37,8 @@ class Row:
 
 
 def measure(config: ICNetConfig, weights: WeightDict, source: Source, eval_images: int,
-            keeps: Sequence[float], input_size: tuple[int, int]) -> tuple[float, list[Row]]:
+            keeps: Sequence[float], input_size: tuple[int, int], criterion: str = "l1",
+            evidence: Evidence = Evidence()) -> tuple[float, list[Row]]:
     """(the source's mIoU, a row per group and keep)."""
     for keep in keeps:
         check_keep(keep, "sensitivity keep")
@@ -50,7 +54,7 @@ def measure(config: ICNetConfig, weights: WeightDict, source: Source, eval_image
                 continue
             plan = dict(config.plan) | {name: width for name in group.producers}
             tf_keras.backend.clear_session()
-            pruned, pruned_weights = prune(config, weights, plan)
+            pruned, pruned_weights = prune(config, weights, plan, criterion, evidence)
             miou = evaluate(pruned, pruned_weights, source, eval_images, log_every=10**6)["miou"]
             rows.append(Row(group.name, group.channels, keep, width, miou, baseline - miou,
                             (full - cost.flops(plan)) / 1e9))
@@ -60,46 +64,20 @@ def measure(config: ICNetConfig, weights: WeightDict, source: Source, eval_image
     return baseline, rows
 
 
-def plan_for_budget(config: ICNetConfig, rows: Sequence[Row], target_gflops: float,
-                    input_size: tuple[int, int]) -> dict[str, int]:
-    """The plan of per-group measured keeps within `target_gflops` that loses the least
-    summed mIoU drop (greedy by drop per GFLOP saved).
-
-    Raises:
-      ValueError: the narrowest measured plan is still above the budget.
-    """
-    cost = PlanCost(config, input_size)
-    groups = {g.name: g for g in model_groups(config)}
-    options = {}
-    for row in rows:
-        options.setdefault(row.group, []).append(row)
-    for choices in options.values():
-        choices.sort(key=lambda r: -r.keep)
-    plan, level = dict(config.plan), {name: -1 for name in options}
-
-    def apply(name: str, row: Row) -> None:
-        for producer in groups[name].producers:
-            plan[producer] = row.width
-
-    narrowest = dict(plan)
-    for name, choices in options.items():
-        for producer in groups[name].producers:
-            narrowest[producer] = choices[-1].width
-    if cost.flops(narrowest) / 1e9 > target_gflops:
-        raise ValueError(f"target_gflops {target_gflops:g}: even the narrowest measured plan "
-                         f"needs {cost.flops(narrowest) / 1e9:.2f} GFLOPs")
-    while cost.flops(plan) / 1e9 > target_gflops:
-        best, best_score = None, None
-        for name, choices in options.items():
-            if level[name] + 1 >= len(choices):
-                continue
-            current = choices[level[name]] if level[name] >= 0 else None
-            step = choices[level[name] + 1]
-            saved = step.gflops_saved - (current.gflops_saved if current else 0.0)
-            extra = step.drop - (current.drop if current else 0.0)
-            score = max(extra, 0.0) / max(saved, 1e-9)
-            if best_score is None or score < best_score:
-                best, best_score = name, score
-        level[best] += 1
-        apply(best, options[best][level[best]])
-    return plan
+def criterion_rows(config: ICNetConfig, weights: WeightDict, keeps: Sequence[float],
+                   criterion: str = "l1", evidence: Evidence = Evidence()) -> list[Row]:
+    """Rows without evaluation: `drop` is the share of the group's importance (by
+    `criterion`, scores shifted to be non-negative) in the channels a keep removes; `miou`
+    is NaN and `gflops_saved` 0."""
+    rows = []
+    for group in model_groups(config):
+        scores = np.sort(np.asarray(CRITERIA[criterion](weights, group, evidence), np.float64))
+        scores = scores - min(scores[0], 0.0)
+        total = float(scores.sum()) or 1.0
+        for keep in keeps:
+            width = kept_width(group.channels, check_keep(keep, "sensitivity keep"))
+            if width < group.channels:
+                share = float(scores[:group.channels - width].sum()) / total
+                rows.append(Row(group.name, group.channels, keep, width, float("nan"), share,
+                                0.0))
+    return rows

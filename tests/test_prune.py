@@ -358,10 +358,16 @@ def test_sensitivity_and_a_plan_for_a_flop_budget(tmp_path):
     assert PlanCost(TINY, (193, 257)).flops(plan) / 1e9 == pytest.approx(
         data["target"]["plan_gflops"])
     assert (out / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # A budget below the narrowest measured plan (the binary turns this into one line).
-    from deploy.sensitivity import Row, plan_for_budget
-    with pytest.raises(ValueError, match="target_gflops 0.0001: even the narrowest measured"):
-        plan_for_budget(TINY, [Row(**row) for row in data["rows"]], 0.0001, (193, 257))
+    # A budget below the narrowest allowed plan: one line naming the flag.
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sensitivity", "--model", str(tmp_path / "src"),
+         "--output_dir", str(tmp_path / "sens2"), "--keeps", "0.5", "--eval_images", "1",
+         "--input_size", "193x257", "--synthetic_size", "192x256", "--target_gflops", "0.0001"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: --target_gflops: 0.0001: even the narrowest allowed plan (every group at keep "
+        "0.5) costs")
 
 
 def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):

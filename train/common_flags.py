@@ -174,7 +174,9 @@ def train_options_from_flags(model_dir: str, steps: int, source: Source,
 
 def define_pruning_flags() -> None:
     """What to prune to and how: --keep, --keep_overrides, --plan, --round_to,
-    --finetune_steps, --criterion, --control."""
+    --finetune_steps, --criterion, --control, and a budget instead of keeps:
+    --target_latency_ms (--target_runtime, --target_quantization, --target_threads,
+    --latency_table) or --target_gflops, with --min_keep and --search_images."""
     flags.DEFINE_string("keep", "0.5", "Fraction of every group's channels to keep (0.5), or "
                         "progressive keeps of the ORIGINAL widths, one stage each (0.75,0.5).")
     flags.DEFINE_string("keep_overrides", None, "Per-prefix keeps, e.g. conv5=0.6,sub1=1.0.")
@@ -187,19 +189,45 @@ def define_pruning_flags() -> None:
     flags.DEFINE_bool("control", False, "Also fine-tune the unpruned source for as many steps "
                       "as the pruned model (the equal-budget control) and report the mIoU "
                       "change against it.")
+    flags.DEFINE_float("target_latency_ms", None, "Prune to this latency on --target_runtime "
+                       "at --input_size (deploy.budget's search instead of --keep).")
+    flags.DEFINE_float("target_gflops", None, "Prune to this many GFLOPs of convolutions at "
+                       "--input_size (a runtime-free budget, instead of --keep).")
+    flags.DEFINE_string("target_runtime", "tflite_xnnpack", "The TFLite runtime "
+                        "(deploy.runtimes) a latency budget is measured on.")
+    flags.DEFINE_string("target_quantization", "int8", "The TFLite quantization a latency "
+                        "budget is measured in (fp32, fp16, dynamic, int8).")
+    flags.DEFINE_integer("target_threads", 2, "Threads of the latency target.")
+    flags.DEFINE_string("latency_table", None, "The latency table file (default: "
+                        "<model dir>/latency/<runtime>_<quantization>_<threads>t_<HxW>.json).")
+    flags.DEFINE_float("min_keep", 0.25, "A budget's narrowest fraction of any group's width.")
+    flags.DEFINE_integer("search_images", 4, "Val images of the layer sensitivity that scores "
+                         "a budget search's cuts (0: score by --criterion alone, no "
+                         "evaluation).")
 
 
 def prune_options_from_flags(record: Mapping, train_source: Source | None, eval_images: int,
                              input_size: tuple[int, int]):
     """deploy.prune_lib.PruneOptions from the pruning flags; a fine-tune's options from the
     training flags and the source's `record` (train_summary.json)."""
-    from deploy.prune_lib import PruneOptions  # TensorFlow, only for the binaries that prune
+    from deploy.latency_table import Target
+    from deploy.prune_lib import Budget, PruneOptions  # TensorFlow: the binaries that prune
     from deploy.pruning import parse_overrides, parse_schedule
     from icnet.config import ICNetConfig
     from icnet.exits import OptionError
 
     if FLAGS.plan and FLAGS["keep"].present:
         raise OptionError("plan", "give --keep or --plan, not both")
+    budget = None
+    if FLAGS.target_latency_ms is not None or FLAGS.target_gflops is not None:
+        for name in ("keep", "plan", "keep_overrides"):
+            if FLAGS[name].present:
+                raise OptionError(name, "a budget (--target_latency_ms, --target_gflops) "
+                                        "chooses the widths: drop --" + name)
+        budget = Budget(FLAGS.target_latency_ms, FLAGS.target_gflops,
+                        Target(FLAGS.target_runtime, FLAGS.target_quantization,
+                               FLAGS.target_threads, tuple(input_size)),
+                        FLAGS.latency_table, FLAGS.min_keep, FLAGS.search_images)
     if FLAGS.finetune_steps < 0:
         raise OptionError("finetune_steps", f"must be >= 0, got {FLAGS.finetune_steps}")
     finetune = None
@@ -207,11 +235,11 @@ def prune_options_from_flags(record: Mapping, train_source: Source | None, eval_
         finetune = train_options_from_flags("", FLAGS.finetune_steps, train_source,
                                             record.get("options"))
     return PruneOptions(
-        schedule=(1.0,) if FLAGS.plan else parse_schedule(FLAGS.keep),
+        schedule=(1.0,) if FLAGS.plan or budget else parse_schedule(FLAGS.keep),
         overrides=parse_overrides(FLAGS.keep_overrides or ""),
         plan=ICNetConfig.load(FLAGS.plan).plan if FLAGS.plan else None,
         round_to=FLAGS.round_to, criterion=FLAGS.criterion, finetune=finetune,
-        eval_images=eval_images, input_size=input_size, control=FLAGS.control)
+        eval_images=eval_images, input_size=input_size, control=FLAGS.control, budget=budget)
 
 
 def define_plan_flags(filter_scale: float) -> None:

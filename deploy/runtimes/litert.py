@@ -29,12 +29,13 @@ def open_interpreter(path: str, threads: int | None, xnnpack: bool = True):
 
 class InterpreterSession:
     """The `serving_default` signature (`images` -> `logits`, dequantized) through a
-    SignatureRunner; a file without it (not exported by the kit) through its first input and
-    output."""
+    SignatureRunner; a file without it (not exported by the kit, e.g. one convolution of a
+    latency table) through its first input and output."""
 
     def __init__(self, path: str, threads: int | None, xnnpack: bool):
         self._interpreter = open_interpreter(path, threads, xnnpack)
-        if SIGNATURE in self._interpreter.get_signature_list():
+        signatures = self._interpreter.get_signature_list()
+        if INPUT_NAME in signatures.get(SIGNATURE, {}).get("inputs", ()):
             self._runner = self._interpreter.get_signature_runner(SIGNATURE)
             self._input = self._runner.get_input_details()[INPUT_NAME]
             self._output = self._runner.get_output_details()[OUTPUT_NAME]

@@ -1,0 +1,146 @@
+"""Pruning to a budget: the latency table, the search, deploy.prune --target_latency_ms and
+--target_gflops (quick mode: the tiny model at 193x257), and their bad inputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from deploy import budget
+from deploy.latency_table import (LatencyTable, Target, default_table_path, grid_widths,
+                                  time_conv)
+from deploy.pruning import PlanCost, check_target_plan, model_groups
+from deploy.report import PruneReport
+from deploy.sensitivity import Row
+from icnet.exits import OptionError
+from test_prune import TINY, save_tiny_checkpoint
+
+SIZE = (193, 257)
+DATA = ["--input_size", "193x257", "--synthetic_size", "192x256", "--synthetic_count", "4",
+        "--search_images", "0", "--min_keep", "0.5", "--round_to", "2"]
+
+
+def flop_table(source: str, target: Target, source_seconds: float = 0.010) -> str:
+    """A table for this machine whose entries are proportional to each conv's FLOPs and whose
+    source model takes `source_seconds` (so the search is deterministic), written where
+    deploy.prune looks for it."""
+    table = LatencyTable(default_table_path(source, target), target, TINY, 0.5, 2)
+    for site in table.sites:
+        for inputs in table._widths(site.inputs):
+            for filters in table._widths(site.outputs):
+                table.convs[table._key(site.spec, inputs, filters)] = \
+                    site.area * inputs * filters * 1e-12
+    table.models[table.plan_digest(TINY.plan)] = source_seconds
+    table._save()
+    return table.path
+
+
+def prune(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "deploy.prune", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_grid_and_search_meet_a_flop_budget():
+    assert grid_widths(64, 0.25, 1) == [16, 32, 48, 64]
+    assert grid_widths(64, 0.3, 8) == [24, 32, 48, 64]  # 0.3 * 64 = 19.2 -> 24
+    groups = model_groups(TINY)
+    cost = PlanCost(TINY, SIZE)
+    full = cost.flops(TINY.plan) / 1e9
+    # conv5's groups lose nothing when cut, every other group a lot: the search cuts conv5.
+    rows = [Row(g.name, g.channels, 0.5, grid_widths(g.channels, 0.5, 1)[0],
+                0.0, 0.0 if g.name.startswith("conv5") else 0.5, 0.0) for g in groups]
+    plan, steps = budget.search(TINY.plan, groups, rows, lambda p: cost.flops(p) / 1e9,
+                                0.97 * full, 0.5)
+    check_target_plan(TINY.plan, groups, plan)
+    assert cost.flops(plan) / 1e9 <= 0.97 * full and steps
+    assert {step.group[:5] for step in steps} == {"conv5"}
+    assert [s.cost for s in steps] == sorted((s.cost for s in steps), reverse=True)
+    with pytest.raises(ValueError, match="narrowest allowed plan .* keep 0.5"):
+        budget.search(TINY.plan, groups, rows, lambda p: cost.flops(p) / 1e9, 0.01 * full, 0.5)
+
+
+def test_one_convolution_is_timed_in_each_quantization():
+    target = Target("tflite_xnnpack", "int8", 1, SIZE)
+    spec = {"input_hw": [49, 65], "kernel": 3, "stride": 1, "dilation": 1, "padding": "same"}
+    for quantization in ("int8", "fp32"):
+        target = Target("tflite_xnnpack", quantization, 1, SIZE)
+        assert 0 < time_conv(spec, 8, 16, target, target.check(), 1, 2) < 1.0
+
+
+def test_prune_to_a_latency_target(tmp_path):
+    source = tmp_path / "src"
+    save_tiny_checkpoint(source, TINY)
+    target = Target("tflite_xnnpack", "fp32", 2, SIZE)
+    # The source's measurement is kept in the table: pretend 10 ms, so that a 7 ms target
+    # needs cuts whatever this machine's load (the real model runs in a few ms).
+    table_path = flop_table(str(source), target, source_seconds=0.010)
+    result = prune("--model", str(source), "--output_dir", str(tmp_path / "fast"),
+                   "--target_latency_ms", "7", "--target_quantization", "fp32", *DATA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "timing" not in result.stderr  # the table was reused, not measured again
+    report = PruneReport.read(str(tmp_path / "fast"))
+    found = report.budget
+    assert found.latency_ms == 7 and found.source_ms == pytest.approx(10)
+    assert found.runtime == "tflite_xnnpack" and found.table == table_path
+    assert found.steps and found.estimate <= 7 and len(found.rounds) == 1
+    assert found.rounds[0]["estimate_ms"] == pytest.approx(found.estimate)
+    assert 0 < found.rounds[0]["measured_ms"] <= 7 and 0 < found.final_ms
+    assert json.loads(result.stdout.strip().splitlines()[-1])["latency_ms"] == found.final_ms
+    # Widths are multiples of --round_to 2 (or the group's full width), no narrower than
+    # --min_keep 0.5.
+    groups = model_groups(TINY)
+    check_target_plan(TINY.plan, groups, report.final.plan)
+    for group in groups:
+        width = report.final.plan[group.producers[0]]
+        assert width == group.channels or (width % 2 == 0 and width >= group.channels / 2)
+    assert PlanCost(TINY, SIZE).flops(report.final.plan) < PlanCost(TINY, SIZE).flops(TINY.plan)
+
+
+def test_bad_budgets_are_named_and_write_nothing(tmp_path, monkeypatch):
+    source = tmp_path / "src"
+    save_tiny_checkpoint(source, TINY)
+    table_path = flop_table(str(source), Target("tflite_xnnpack", "int8", 2, SIZE))
+    # 10 ms for the source: the narrowest plan is estimated at about a quarter of it.
+    cases = {
+        ("--target_latency_ms", "1"): "error: --target_latency_ms: 1 ms is unreachable:"
+                                          " the narrowest allowed plan (every group at "
+                                          "--min_keep 0.5) is estimated at",
+        ("--target_latency_ms", "5", "--target_runtime", "tflite_turbo"):
+            "error: --target_runtime: unknown runtime 'tflite_turbo'; choose from",
+        ("--target_latency_ms", "5", "--target_runtime", "onnxruntime_cpu"):
+            "error: --target_runtime: onnxruntime_cpu runs onnx files; latency tables are "
+            "measured on the TFLite runtimes",
+        ("--target_latency_ms", "5", "--target_gflops", "1"):
+            "error: --target_latency_ms: give a latency budget or --target_gflops, not both",
+        ("--target_gflops", "1", "--keep", "0.5"):
+            "error: --keep: a budget (--target_latency_ms, --target_gflops) chooses the widths",
+    }
+    for args, message in cases.items():
+        result = prune("--model", str(source), "--output_dir", str(tmp_path / "out"), *args,
+                       *DATA)
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-500:]
+        assert sorted(os.listdir(tmp_path)) == ["src"]  # no output, no staging, no work dir
+    # A table of another machine: named with the setting that differs.
+    with open(table_path) as f:
+        data = json.load(f)
+    data["settings"]["cpu"] = "Some Other CPU"
+    with open(table_path, "w") as f:
+        json.dump(data, f)
+    result = prune("--model", str(source), "--output_dir", str(tmp_path / "out"),
+                   "--target_latency_ms", "5", *DATA)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --latency_table: {table_path} was measured with cpu 'Some Other CPU', not "
+        f"{Target().settings()['cpu']!r} (another machine or size): delete it or pass another "
+        f"--latency_table")
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+    # A runtime this machine cannot run: fp16 XNNPACK on a CPU without native fp16.
+    from icnet import cpu
+    monkeypatch.setattr(cpu, "has_fp16", lambda: False)
+    with pytest.raises(OptionError, match="tflite_xnnpack_fp16 is not available on this "
+                                          "machine: this CPU has no native fp16"):
+        Target("tflite_xnnpack_fp16", "fp32", 2, SIZE).check()
