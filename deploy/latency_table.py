@@ -51,8 +51,10 @@ GRID_FRACTIONS = (1.0, 0.75, 0.5, 0.25)
 # Quantizations a table can be measured in (a QAT model runs the int8 kernels: use int8).
 TABLE_QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
 # Settings that make a table another machine's or another model size's.
-IDENTITY = ("runtime", "quantization", "threads", "input_size", "cpu", "cpu_flags", "litert",
-            "tensorflow")
+IDENTITY = ("method", "runtime", "quantization", "threads", "input_size", "cpu", "cpu_flags",
+            "litert", "tensorflow")
+# How a convolution is timed (a table timed another way is refused).
+METHOD = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +94,7 @@ class Target:
         from ai_edge_litert import __version__ as litert_version
 
         model, flags = cpu.cpuinfo()
-        return {"runtime": self.runtime, "quantization": self.quantization,
+        return {"method": METHOD, "runtime": self.runtime, "quantization": self.quantization,
                 "threads": self.threads, "input_size": list(self.input_size),
                 "cpu": model or "unknown",
                 "cpu_flags": hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16],
@@ -157,7 +159,10 @@ def time_conv(spec: Mapping, inputs: int, filters: int, target: Target, runtime,
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [function.get_concrete_function()], model)
     converter.experimental_lower_to_saved_model = False  # as tflite_writer: 10-20x faster
-    configure_converter(converter, quantization_spec(target.quantization), calibration)
+    spec = quantization_spec(target.quantization)
+    configure_converter(converter, spec, calibration)
+    if spec.integer_only:  # int8 in and out: no dequantization a model's inner conv lacks
+        converter.inference_output_type = tf.uint8
     with warnings.catch_warnings():  # int8: the input range comes from the calibration
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
         content = converter.convert()
