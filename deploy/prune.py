@@ -41,8 +41,8 @@ from icnet.checkpoint import model_dir_of
 from icnet.cli import parse_size
 from icnet.model import MIN_INPUT_SIZE
 from icnet.training import read_summary
-from train.common_flags import (data_values, define_data_flags, define_pruning_flags,
-                                define_training_flags, make_data_source,
+from train.common_flags import (data_values, define_budget_flags, define_data_flags,
+                                define_pruning_flags, define_training_flags, make_data_source,
                                 prune_options_from_flags)
 
 flags.DEFINE_string("model", None, "Source model dir (checkpoint + plan.json), checkpoint "
@@ -51,6 +51,7 @@ flags.DEFINE_string("output_dir", None, "New model dir for the pruned model (mus
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir (only a model "
                   "directory, never the source model).")
 define_pruning_flags()
+define_budget_flags()
 flags.DEFINE_integer("eval_images", 0, "Val images for the mIoU of each stage (0: none).")
 flags.DEFINE_string("input_size", "1025x2049", "HxW at which FLOPs are reported (and a "
                     "latency budget is measured).")

@@ -174,9 +174,7 @@ def train_options_from_flags(model_dir: str, steps: int, source: Source,
 
 def define_pruning_flags() -> None:
     """What to prune to and how: --keep, --keep_overrides, --plan, --round_to,
-    --finetune_steps, --criterion, --control, and a budget instead of keeps:
-    --target_latency_ms (--target_runtime, --target_quantization, --target_threads,
-    --latency_table) or --target_gflops, with --min_keep and --search_images."""
+    --finetune_steps, --criterion, --control."""
     flags.DEFINE_string("keep", "0.5", "Fraction of every group's channels to keep (0.5), or "
                         "progressive keeps of the ORIGINAL widths, one stage each (0.75,0.5).")
     flags.DEFINE_string("keep_overrides", None, "Per-prefix keeps, e.g. conv5=0.6,sub1=1.0.")
@@ -189,6 +187,12 @@ def define_pruning_flags() -> None:
     flags.DEFINE_bool("control", False, "Also fine-tune the unpruned source for as many steps "
                       "as the pruned model (the equal-budget control) and report the mIoU "
                       "change against it.")
+
+
+def define_budget_flags() -> None:
+    """A budget instead of keeps (deploy.prune): --target_latency_ms (--target_runtime,
+    --target_quantization, --target_threads, --latency_table) or --target_gflops, with
+    --min_keep and --search_images."""
     flags.DEFINE_float("target_latency_ms", None, "Prune to this latency on --target_runtime "
                        "at --input_size (deploy.budget's search instead of --keep).")
     flags.DEFINE_float("target_gflops", None, "Prune to this many GFLOPs of convolutions at "
@@ -219,7 +223,8 @@ def prune_options_from_flags(record: Mapping, train_source: Source | None, eval_
     if FLAGS.plan and FLAGS["keep"].present:
         raise OptionError("plan", "give --keep or --plan, not both")
     budget = None
-    if FLAGS.target_latency_ms is not None or FLAGS.target_gflops is not None:
+    if "target_latency_ms" in FLAGS and (FLAGS.target_latency_ms is not None
+                                         or FLAGS.target_gflops is not None):
         for name in ("keep", "plan", "keep_overrides"):
             if FLAGS[name].present:
                 raise OptionError(name, "a budget (--target_latency_ms, --target_gflops) "
