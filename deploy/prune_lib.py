@@ -439,13 +439,14 @@ def _sensitivity(config: ICNetConfig, weights: WeightDict, options: PruneOptions
 
 def _budget_plan(source: str, config: ICNetConfig, weights: WeightDict, options: PruneOptions,
                  train_source: Source | None, eval_source: Source, cost_model, work: str
-                 ) -> BudgetReport:
-    """Searches the plan for the budget (resuming from `work`), measuring each round's plan
-    on the latency target."""
+                 ) -> tuple[BudgetReport, dict[str, int]]:
+    """(the report, the plan) of the budget search (resuming from `work`), measuring each
+    round's plan on the latency target."""
     path = os.path.join(work, "budget.json")
     if os.path.isfile(path):
         with open(path) as f:
-            return from_dict(BudgetReport, json.load(f))
+            saved = json.load(f)
+        return from_dict(BudgetReport, saved), saved["plan"]
     budget = options.budget
     cost, target, table, source_ms = cost_model
     evidence = _evidence(config, weights, options, train_source)
@@ -481,7 +482,7 @@ def _budget_plan(source: str, config: ICNetConfig, weights: WeightDict, options:
                           estimate=cost(plan), source_ms=source_ms, measured_ms=measured_ms,
                           rounds=rounds, steps=steps, **target_fields)
     atomic_write_bytes(path, json.dumps({**to_dict(report), "plan": plan}).encode())
-    return report
+    return report, plan
 
 
 def prune_into(source: str, directory: str, options: PruneOptions,
@@ -512,10 +513,9 @@ def prune_into(source: str, directory: str, options: PruneOptions,
     _prepare_work(work, json.loads(json.dumps(job)))
     budget = None
     if options.budget is not None:
-        budget = _budget_plan(source, config, weights, options, train_source, eval_source,
-                              cost_model, work)
-        with open(os.path.join(work, "budget.json")) as f:
-            targets = [(None, json.load(f)["plan"], None)]
+        budget, plan = _budget_plan(source, config, weights, options, train_source,
+                                    eval_source, cost_model, work)
+        targets = [(None, plan, None)]
     original_path = os.path.join(work, "source.json")
     if os.path.isfile(original_path):
         with open(original_path) as f:
