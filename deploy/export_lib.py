@@ -35,6 +35,7 @@ from deploy.runtimes.tensorflow import KerasSession
 from deploy.staging import Staging
 from deploy.segment import class_ids
 from deploy.verify import SourceImages, verify_sessions
+from icnet import cpu
 from icnet.checkpoint import model_dir_of
 from icnet.config import ICNetConfig
 from icnet.data import Source, class_names_for, train_dataset
@@ -332,7 +333,8 @@ class _Writer:
         artifact.details["opset"] = options.onnx_opset
         calibration = self._calibrated(artifact)
         if calibration is not None:
-            onnx_writer.quantize_int8(self._fp32_onnx(options, model), path, calibration)
+            onnx_writer.quantize_int8(self._fp32_onnx(options, model), path, calibration,
+                                      _seven_bit_weights(artifact))
             return
         module = serving.ICNetServingModule(model, options.max_image_pixels)
         onnx_writer.write(onnx_writer.convert(module.serve_images, options.onnx_opset), path)
@@ -344,7 +346,8 @@ class _Writer:
         fp32 = self._openvino_fp32[options.model_name]
         calibration = self._calibrated(artifact)
         openvino_writer.write(fp32 if calibration is None
-                              else openvino_writer.quantize_int8(fp32, calibration), path)
+                              else openvino_writer.quantize_int8(
+                                  fp32, calibration, _seven_bit_weights(artifact)), path)
 
     def _tflite(self, artifact, path, options, model, config, weights) -> None:
         spec = quantization_spec(artifact.quantization)
@@ -368,6 +371,14 @@ class _Writer:
             logging.info("export: %s GPU delegate: %s", artifact.path,
                          "compatible" if verdict.compatible else
                          f"NOT compatible ({len(verdict.problems)} problems)")
+
+
+def _seven_bit_weights(artifact: ArtifactReport) -> bool:
+    """Whether an int8 ONNX or OpenVINO artifact gets 7-bit weights: on an x86 CPU without VNNI
+    their int8 kernels saturate otherwise. Recorded in the artifact's details."""
+    seven_bit = cpu.int8_saturates()
+    artifact.details["weight_bits"] = 7 if seven_bit else 8
+    return seven_bit
 
 
 def class_names(num_classes: int, source: Source | None) -> tuple[str, ...]:

@@ -113,14 +113,16 @@ def write(model: onnx.ModelProto, path: str) -> int:
     return len(content)
 
 
-def quantize_int8(fp32_path: str, path: str, calibration_images: Iterable[np.ndarray]) -> None:
+def quantize_int8(fp32_path: str, path: str, calibration_images: Iterable[np.ndarray],
+                  seven_bit_weights: bool = False) -> None:
     """A static QDQ int8 model of the fp32 ONNX file, calibrated on uint8 RGB images.
 
     ONNX Runtime's `quantize_static`: QDQ format, per-channel weights, unsigned 8-bit
     activations with signed 8-bit weights (U8S8: on x86 with VNNI every Conv, Add and
     AveragePool fuses into its QLinear kernel; S8S8 leaves a third of them in float), MinMax
     calibration as the TFLite int8 model has. The uint8 image input stays as it is (the
-    graph's first op casts it to float).
+    graph's first op casts it to float). `seven_bit_weights` (ONNX Runtime's `reduce_range`)
+    keeps the weights in 7 bits, for x86 CPUs without VNNI (`icnet.cpu.int8_saturates`).
     """
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
@@ -138,7 +140,7 @@ def quantize_int8(fp32_path: str, path: str, calibration_images: Iterable[np.nda
     try:
         quantize_static(fp32_path, path, Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
+                        weight_type=QuantType.QInt8, reduce_range=seven_bit_weights)
     finally:
         py_logging.getLogger().setLevel(previous)
     onnx.checker.check_model(path, full_check=True)

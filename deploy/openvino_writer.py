@@ -10,7 +10,9 @@ asymmetric activations: ICNet's activations are ReLU outputs, mostly non-negativ
 ranges by MINMAX over the calibration images, as the TFLite int8 model is calibrated (NNCF's
 default MEAN_MINMAX averages per-image ranges and clips the rest, which with tens of images
 halved the parity on a full-width model), and the fast bias correction. Convolutions, adds
-and pooling run int8; the bilinear resizes stay float.
+and pooling run int8; the bilinear resizes stay float. NNCF's overflow fix (7-bit weights) is
+applied to the first layer by default and to every layer with `seven_bit_weights`, for x86 CPUs
+without VNNI (`icnet.cpu.int8_saturates`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def convert(onnx_path: str, input_size: tuple[int, int]):
     return model
 
 
-def quantize_int8(model, calibration_images: Sized):
+def quantize_int8(model, calibration_images: Sized, seven_bit_weights: bool = False):
     """The NNCF int8 model of an fp32 `openvino.Model`, calibrated on uint8 RGB images (an
     iterable NNCF may pass over more than once, with a length)."""
     import_openvino()  # before nncf imports it
@@ -46,7 +48,9 @@ def quantize_int8(model, calibration_images: Sized):
         subset_size=len(calibration_images),
         preset=nncf.QuantizationPreset.MIXED, target_device=nncf.TargetDevice.CPU,
         advanced_parameters=AdvancedQuantizationParameters(
-            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
+            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+            overflow_fix=nncf.OverflowFix.ENABLE if seven_bit_weights
+            else nncf.OverflowFix.FIRST_LAYER))
 
 
 def write(model, path: str) -> None:

@@ -37,6 +37,17 @@ def has_fp16() -> bool:
     return bool(cpuinfo()[1] & {"avx512_fp16", "asimdhp"})
 
 
+VNNI_FEATURES = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def int8_saturates() -> bool:
+    """An x86 CPU without VNNI (none of avx512_vnni, avx_vnni, amx_int8): its uint8 x int8 dot
+    product (vpmaddubsw) sums pairs into int16 and saturates, so int8 convolutions of ONNX
+    Runtime and OpenVINO lose accuracy unless the weights use 7 bits."""
+    flags = cpuinfo()[1]
+    return "sse2" in flags and not flags & VNNI_FEATURES
+
+
 def bf16_reason() -> str:
     return ("this CPU has no native bf16 arithmetic (none of amx_bf16, avx512_bf16, bf16 in "
             "/proc/cpuinfo)")

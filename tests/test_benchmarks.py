@@ -685,6 +685,18 @@ def test_runtimes_that_need_bf16_or_fp16_say_so_on_a_cpu_without_it(monkeypatch)
     assert use_mixed_precision(False, gpu=False) is False
 
 
+@pytest.mark.parametrize("flags, saturates", [
+    ({"sse2", "avx2", "fma"}, True),  # AVX2 only: vpmaddubsw saturates
+    ({"sse2", "avx512f", "avx512_vnni"}, False),
+    ({"sse2", "avx2", "avx_vnni"}, False),
+    ({"sse2", "amx_int8"}, False),
+    ({"asimd", "asimddp"}, False),  # aarch64: no vpmaddubsw
+])
+def test_int8_weights_take_7_bits_only_on_x86_without_vnni(monkeypatch, flags, saturates):
+    monkeypatch.setattr(cpu, "cpuinfo", lambda path="/proc/cpuinfo": ("a CPU", frozenset(flags)))
+    assert cpu.int8_saturates() is saturates
+
+
 def test_a_runtime_registered_outside_deploy_is_benchmarked(export_dir, parity_image,
                                                             monkeypatch):
     """tests/dummy_runtime.py registers dummy_onnx_cpu in one line; benchmarks.latency's

@@ -34,6 +34,7 @@ from deploy.quantize import quantization_spec
 from deploy.report import ExportReport
 from deploy.runtimes import open_session
 from deploy.segment import logits, segment
+from icnet import cpu
 from icnet.checkpoint import save_model_checkpoint
 from icnet.cli import parse_choices
 from icnet.config import ICNetConfig
@@ -142,6 +143,8 @@ def test_layout_and_report(exported, weights_file, sources):
     assert len(on_disk.artifacts) == 10
     for artifact in on_disk.artifacts:
         assert artifact.size_bytes > 0 and artifact.model == "icnet"
+        if artifact.quantization == "int8" and artifact.format in ("onnx", "openvino"):
+            assert artifact.details["weight_bits"] == (7 if cpu.int8_saturates() else 8)
         verifying = [r.name for r in runtimes.for_format(artifact.format)
                      if r.verifies and r.available() is None]
         assert [v.runtime for v in artifact.verifications] == verifying, artifact.path
