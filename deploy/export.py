@@ -43,7 +43,8 @@ from icnet.checkpoint import model_dir_of
 from icnet.cli import parse_choices, parse_size
 from icnet.model import MIN_INPUT_SIZE
 from icnet.training import read_summary
-from train.common_flags import (data_values, define_data_flags, define_pruning_flags,
+from train.common_flags import (data_values, define_budget_flags, define_data_flags,
+                                define_pruning_flags,
                                 make_data_source, prune_options_from_flags)
 
 flags.DEFINE_string("model", None, "Model dir (checkpoint + plan.json), checkpoint prefix or "
@@ -75,6 +76,7 @@ flags.DEFINE_bool("prune", False, "Prune first (deploy.prune); the pruned model 
 flags.DEFINE_bool("export_unpruned", True, "With --prune, also export the source model "
                   "(fp32, every format) as <model_name>_unpruned, side by side.")
 define_pruning_flags()
+define_budget_flags(settings=False)
 flags.DEFINE_float("learning_rate", 5e-4, "Base learning rate of the pruning fine-tune.")
 flags.DEFINE_float("min_agreement", None, "Argmax agreement every artifact must keep with its "
                    "fp32 model under every runtime (default: 0.999 for fp32/fp16 in float32 "
@@ -87,7 +89,8 @@ define_data_flags(exclude=("synthetic_count", "train_list", "val_list", "label_m
                            "num_classes"))
 FLAGS = flags.FLAGS
 PRUNE_ONLY_FLAGS = ("export_unpruned", "keep", "keep_overrides", "plan", "round_to",
-                    "finetune_steps", "learning_rate", "criterion", "control")
+                    "finetune_steps", "learning_rate", "criterion", "control",
+                    "target_latency_ms", "target_gflops", "search_images")
 
 
 def _options() -> ExportOptions:

@@ -24,6 +24,7 @@ from absl import logging
 from deploy import (layout, mediapipe_check, onnx_writer, openvino_writer, runtimes, serving,
                     tflite_metadata, tflite_writer, vulkan)
 from deploy.gpu_session import GpuWorkerSession
+from deploy.latency_table import Target, time_tflite
 from deploy.prune_lib import PruneOptions, prune_into, work_dir_for
 from deploy.quantize import (QAT_LOSSES, calibrate_ranges, finetune,
                              quantization_aware_model, quantization_spec, transfer_qat_weights)
@@ -693,6 +694,7 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
         report.qat = writer.qat
         references[options.model_name] = KerasSession(model)
         _verify(report, references, staging, options, eval_source)
+        _time_budget_target(report, staging, options)
         if report.prune and unpruned is not None:  # the pruning's mIoUs are measured here
             _measured_here(report, unpruned.model_name)
         failures = _apply_floors(report, options)
@@ -713,6 +715,25 @@ def export(model_path: str, options: ExportOptions, train_source: Source | None 
         logging.warning("export: %s under %s is below the accuracy floors (%s); --nofloors "
                         "let it pass", path, runtime, what)
     return report
+
+
+def _time_budget_target(report: ExportReport, staging: Staging, options: ExportOptions) -> None:
+    """A latency budget's target timed on the exported artifact of its quantization (the
+    prune report's `exported_ms`)."""
+    budget = report.prune.budget if report.prune else None
+    if budget is None or budget.latency_ms is None:
+        return
+    relative = options.path("tflite", budget.quantization)
+    if not any(artifact.path == relative for artifact in report.artifacts):
+        logging.warning("budget: %s is not exported (--formats, --quantize): the latency "
+                        "budget is not measured on an artifact", relative)
+        return
+    target = Target(budget.runtime, budget.quantization, budget.threads,
+                    tuple(options.input_size))
+    logging.info("budget: timing %s on %s", relative, target.describe())
+    budget.exported_ms = round(1e3 * time_tflite(staging.path(relative), target), 2)
+    logging.info("budget: the exported %s runs in %.1f ms (target %g ms)", relative,
+                 budget.exported_ms, budget.latency_ms)
 
 
 def _is_pruned(model_path: str) -> bool:

@@ -182,7 +182,7 @@ def measure_model(config: ICNetConfig, weights: WeightDict, target: Target,
     """Median seconds of the whole model on the target: converted as deploy.export converts
     it (logits; int8 calibrated on two seeded random images: timing only) and run through the
     target runtime's session on one seeded image."""
-    runtime = target.check()
+    target.check()
     model = build_inference_model(config, weights, target.input_size)
     calibration = [seeded_image(target.input_size, seed)[0] for seed in (1, 2)]
     content = tflite_writer.convert(model, target.input_size, target.quantization,
@@ -190,9 +190,15 @@ def measure_model(config: ICNetConfig, weights: WeightDict, target: Target,
     with tempfile.TemporaryDirectory() as scratch:
         path = os.path.join(scratch, "model.tflite")
         tflite_writer.write(content, path)
-        session = runtime.open(path, target.threads)
-        feed = session.prepare(seeded_image(target.input_size))
-        return statistics.median(measure(session.run, feed, warmup, runs))
+        return time_tflite(path, target, warmup, runs)
+
+
+def time_tflite(path: str, target: Target, warmup: int = 2, runs: int = 5) -> float:
+    """Median seconds of a .tflite file on the target runtime and threads, on one seeded
+    image of the target's input size."""
+    session = target.check().open(path, target.threads)
+    feed = session.prepare(seeded_image(target.input_size))
+    return statistics.median(measure(session.run, feed, warmup, runs))
 
 
 class LatencyTable:

@@ -235,7 +235,9 @@ class BudgetReport:
     Costs are milliseconds on the target (`runtime`, `quantization`, `threads`, the report's
     input size) for a latency budget, GFLOPs for a FLOP budget. `rounds` holds, per search
     round, the plan's estimate and its measured latency (a round over the budget re-anchors
-    the estimate to that measurement and cuts further); `steps` every cut taken.
+    the estimate to that measurement and cuts further); `steps` every cut taken. `final_ms`
+    is measured after the fine-tune, `exported_ms` on deploy.export's artifact of the target
+    quantization.
     """
 
     latency_ms: float | None
@@ -250,6 +252,7 @@ class BudgetReport:
     source_ms: float | None = None
     measured_ms: float | None = None
     final_ms: float | None = None
+    exported_ms: float | None = None
     rounds: list[dict] = dataclasses.field(default_factory=list)
     steps: list[dict] = dataclasses.field(default_factory=list)
 
@@ -473,6 +476,20 @@ def markdown(report: ExportReport) -> str:
     return "\n".join(lines)
 
 
+def budget_line(budget: BudgetReport) -> str:
+    """The budget, its estimate and what was measured, in one sentence."""
+    if budget.latency_ms is None:
+        return (f"Budget: {budget.gflops:g} GFLOPs; the chosen plan has "
+                f"{budget.estimate:.2f}.")
+    measured = [f"{what} {ms:.1f} ms" for what, ms in (
+        ("after the fine-tune", budget.final_ms), ("on the exported artifact",
+                                                   budget.exported_ms)) if ms is not None]
+    return (f"Budget: {budget.latency_ms:g} ms on {budget.runtime} {budget.quantization} at "
+            f"{budget.threads} threads; the chosen plan was estimated at {budget.estimate:.1f} "
+            f"ms and measured {', '.join(measured) or 'nowhere'} (the source: "
+            f"{budget.source_ms:.1f} ms).")
+
+
 def prune_lines(prune: PruneReport) -> list[str]:
     """The pruning summary: before/after (with mIoU when measured), the equal-budget control
     beside them, schedule, FLOPs ratio."""
@@ -496,6 +513,8 @@ def prune_lines(prune: PruneReport) -> list[str]:
         lines += [f"No equal-budget control (--control): the pruned model had {steps} more "
                   f"steps of training than the source, so before/after is not a like-for-like "
                   f"comparison.", ""]
+    if prune.budget is not None:
+        lines += [budget_line(prune.budget), ""]
     keeps = [stage.keep if stage.keep is not None else "plan" for stage in prune.stages]
     lines.append(f"FLOPs x{after.flops / before.flops:.3f}; schedule {keeps}, "
                  f"{prune.finetune_steps} fine-tuning steps per stage, criterion "

@@ -13,7 +13,7 @@ from deploy import budget
 from deploy.latency_table import (LatencyTable, Target, default_table_path, grid_widths,
                                   time_conv)
 from deploy.pruning import PlanCost, check_target_plan, model_groups
-from deploy.report import PruneReport
+from deploy.report import ExportReport, PruneReport
 from deploy.sensitivity import Row
 from icnet.exits import OptionError
 from test_prune import TINY, save_tiny_checkpoint
@@ -23,11 +23,12 @@ DATA = ["--input_size", "193x257", "--synthetic_size", "192x256", "--synthetic_c
         "--search_images", "0", "--min_keep", "0.5", "--round_to", "2"]
 
 
-def flop_table(source: str, target: Target, source_seconds: float = 0.010) -> str:
+def flop_table(source: str, target: Target, source_seconds: float = 0.010,
+               min_keep: float = 0.5, round_to: int = 2) -> str:
     """A table for this machine whose entries are proportional to each conv's FLOPs and whose
     source model takes `source_seconds` (so the search is deterministic), written where
     deploy.prune looks for it."""
-    table = LatencyTable(default_table_path(source, target), target, TINY, 0.5, 2)
+    table = LatencyTable(default_table_path(source, target), target, TINY, min_keep, round_to)
     for site in table.sites:
         for inputs in table._widths(site.inputs):
             for filters in table._widths(site.outputs):
@@ -97,6 +98,33 @@ def test_prune_to_a_latency_target(tmp_path):
         width = report.final.plan[group.producers[0]]
         assert width == group.channels or (width % 2 == 0 and width >= group.channels / 2)
     assert PlanCost(TINY, SIZE).flops(report.final.plan) < PlanCost(TINY, SIZE).flops(TINY.plan)
+
+
+def test_export_prunes_to_a_latency_target_and_times_the_artifact(tmp_path):
+    """deploy.export --prune --target_latency_ms: the default target (int8 TFLite XNNPACK at
+    2 threads), the search, and the exported int8 artifact timed, in both reports."""
+    source = tmp_path / "src"
+    save_tiny_checkpoint(source, TINY)
+    flop_table(str(source), Target("tflite_xnnpack", "int8", 2, SIZE), min_keep=0.25,
+               round_to=1)
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.export", "--model", str(source), "--export_dir",
+         str(tmp_path / "export"), "--prune", "--target_latency_ms", "7", "--formats",
+         "tflite", "--quantize", "fp32,int8", "--noexport_unpruned", "--parity_images", "1",
+         "--eval_images", "0", "--calibration_images", "2", "--gpu_check", "none",
+         "--input_size", "193x257", "--synthetic_size", "192x256", "--search_images", "0",
+         "--nofloors"],  # a tiny random model's int8 is below the floors
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = ExportReport.read(str(tmp_path / "export"))
+    found = report.prune.budget
+    assert (found.latency_ms, found.runtime, found.quantization, found.threads) == \
+        (7, "tflite_xnnpack", "int8", 2)
+    assert found.steps and found.estimate <= 7 and 0 < found.exported_ms
+    assert "budget: timing tflite/icnet_int8.tflite on" in result.stderr
+    markdown = (tmp_path / "export" / "export_report.md").read_text()
+    assert "Budget: 7 ms on tflite_xnnpack int8 at 2 threads" in markdown
+    assert f"on the exported artifact {found.exported_ms:.1f} ms" in markdown
 
 
 def test_bad_budgets_are_named_and_write_nothing(tmp_path, monkeypatch):

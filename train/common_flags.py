@@ -189,14 +189,20 @@ def define_pruning_flags() -> None:
                       "change against it.")
 
 
-def define_budget_flags() -> None:
-    """A budget instead of keeps (deploy.prune): --target_latency_ms (--target_runtime,
-    --target_quantization, --target_threads, --latency_table) or --target_gflops, with
-    --min_keep and --search_images."""
-    flags.DEFINE_float("target_latency_ms", None, "Prune to this latency on --target_runtime "
-                       "at --input_size (deploy.budget's search instead of --keep).")
+def define_budget_flags(settings: bool = True) -> None:
+    """A budget instead of keeps: --target_latency_ms or --target_gflops, and --search_images;
+    with `settings` (deploy.prune) also --target_runtime, --target_quantization,
+    --target_threads, --latency_table and --min_keep, which otherwise keep their defaults."""
+    flags.DEFINE_float("target_latency_ms", None, "Prune to this latency on the target "
+                       "runtime (int8 TFLite XNNPACK, 2 threads, unless deploy.prune says "
+                       "otherwise) at --input_size: deploy.budget's search instead of --keep.")
     flags.DEFINE_float("target_gflops", None, "Prune to this many GFLOPs of convolutions at "
                        "--input_size (a runtime-free budget, instead of --keep).")
+    flags.DEFINE_integer("search_images", 4, "Val images of the layer sensitivity that scores "
+                         "a budget search's cuts (0: score by --criterion alone, no "
+                         "evaluation).")
+    if not settings:
+        return
     flags.DEFINE_string("target_runtime", "tflite_xnnpack", "The TFLite runtime "
                         "(deploy.runtimes) a latency budget is measured on.")
     flags.DEFINE_string("target_quantization", "int8", "The TFLite quantization a latency "
@@ -205,9 +211,11 @@ def define_budget_flags() -> None:
     flags.DEFINE_string("latency_table", None, "The latency table file (default: "
                         "<model dir>/latency/<runtime>_<quantization>_<threads>t_<HxW>.json).")
     flags.DEFINE_float("min_keep", 0.25, "A budget's narrowest fraction of any group's width.")
-    flags.DEFINE_integer("search_images", 4, "Val images of the layer sensitivity that scores "
-                         "a budget search's cuts (0: score by --criterion alone, no "
-                         "evaluation).")
+
+
+def _defined(names: Mapping[str, str]) -> dict:
+    """{field: flag value} of the flags this binary defines (`names`: field -> flag name)."""
+    return {field: FLAGS[name].value for field, name in names.items() if name in FLAGS}
 
 
 def prune_options_from_flags(record: Mapping, train_source: Source | None, eval_images: int,
@@ -229,10 +237,12 @@ def prune_options_from_flags(record: Mapping, train_source: Source | None, eval_
             if FLAGS[name].present:
                 raise OptionError(name, "a budget (--target_latency_ms, --target_gflops) "
                                         "chooses the widths: drop --" + name)
-        budget = Budget(FLAGS.target_latency_ms, FLAGS.target_gflops,
-                        Target(FLAGS.target_runtime, FLAGS.target_quantization,
-                               FLAGS.target_threads, tuple(input_size)),
-                        FLAGS.latency_table, FLAGS.min_keep, FLAGS.search_images)
+        target = Target(input_size=tuple(input_size), **_defined(
+            {"runtime": "target_runtime", "quantization": "target_quantization",
+             "threads": "target_threads"}))
+        budget = Budget(FLAGS.target_latency_ms, FLAGS.target_gflops, target, **_defined(
+            {"table": "latency_table", "min_keep": "min_keep",
+             "search_images": "search_images"}))
     if FLAGS.finetune_steps < 0:
         raise OptionError("finetune_steps", f"must be >= 0, got {FLAGS.finetune_steps}")
     finetune = None
