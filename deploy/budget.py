@@ -3,10 +3,15 @@
 Each step proposes, for every channel group, the smallest cut of its width (in multiples of
 `round_to`, down to `min_keep` of its source width) that saves a fixed slice of the cost,
 scores it by the mIoU the cut loses per unit of cost saved, takes the best and repeats until
-the cost meets the budget. The mIoU a cut loses comes from the layer sensitivity
+the cost meets the budget (`search`). The mIoU a cut loses comes from the layer sensitivity
 (deploy.sensitivity: every group cut alone to a few keeps by the pruning criterion and
 evaluated without fine-tuning, measured once), linear in the width between measured keeps;
 losses of different groups are taken to add up.
+
+Against a measured latency (`fit`), the searched plan is measured, the estimate re-anchored to
+the measurement, and the plan cut further when it runs over the budget or widened back
+(`grow`: the widening that recovers the most estimated mIoU per unit of cost first) when it
+runs well under it, until the measurement is within the budget's tolerance band.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from deploy.sensitivity import Row
 
 # Slices per search: the step is (start cost - budget) / SEARCH_SLICES.
 SEARCH_SLICES = 12
+# `fit` stops when the measured cost is within (1 - UNDER, 1 + OVER) of the budget (timings
+# vary by a few percent between runs), after at most FIT_ROUNDS measurements.
+UNDER, OVER = 0.05, 0.02
+FIT_ROUNDS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +37,18 @@ class Step:
     group: str
     width: int
     cost: float  # the plan's cost after the cut
-    loss: float  # the cut's estimated mIoU loss (fraction)
+    loss: float  # the cut's estimated mIoU loss (fraction; negative: a widening's gain)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """`fit`'s result: the plan, the steps that made it, every round (kind "cut" or "grow",
+    its steps, estimate and measurement) and the plan's measurement."""
+
+    plan: dict[str, int]
+    steps: list[Step]
+    rounds: list[dict]
+    measured: float
 
 
 def _losses(groups: Sequence[ChannelGroup], rows: Sequence[Row]
@@ -119,3 +139,77 @@ def search(plan: Mapping[str, int], groups: Sequence[ChannelGroup], rows: Sequen
             plan[name] = width
         steps.append(Step(group.name, width, current, extra))
     return plan, steps
+
+
+def grow(plan: Mapping[str, int], groups: Sequence[ChannelGroup], rows: Sequence[Row],
+         cost: Callable[[Mapping[str, int]], float], budget: float, round_to: int = 1
+         ) -> tuple[dict[str, int], list[Step]]:
+    """`plan` widened back toward the source widths (the groups' `channels`) while its cost
+    stays within `budget`: each step widens the group whose next width (`round_to` more, or
+    its full width) recovers the most estimated mIoU per unit of cost added (the cheapest
+    first among equals), until no widening fits. Returns (the plan, the steps taken)."""
+    plan, steps = dict(plan), []
+    losses = _losses(groups, rows)
+    current = cost(plan)
+    while True:
+        best = None  # (score, group, width, cost, gain)
+        for group in groups:
+            width = plan[group.producers[0]]
+            if width >= group.channels:
+                continue
+            candidate = min(width + round_to - width % round_to, group.channels)
+            trial_cost = cost(plan | {name: candidate for name in group.producers})
+            if trial_cost > budget:
+                continue
+            added = trial_cost - current
+            gain = (_loss_at(losses[group.name], width)
+                    - _loss_at(losses[group.name], candidate))
+            score = (-gain / added if added > 0 else -float("inf"), added)
+            if best is None or score < best[0]:
+                best = (score, group, candidate, trial_cost, gain)
+        if best is None:
+            return plan, steps
+        _, group, width, current, gain = best
+        for name in group.producers:
+            plan[name] = width
+        steps.append(Step(group.name, width, current, -gain))
+
+
+def fit(plan: Mapping[str, int], groups: Sequence[ChannelGroup], rows: Sequence[Row],
+        cost: Callable[[Mapping[str, int]], float],
+        anchor: Callable[[Mapping[str, int], float], None],
+        measure: Callable[[Mapping[str, int]], float], budget: float, min_keep: float,
+        round_to: int = 1) -> Fit:
+    """The plan whose measured cost meets `budget` (see the module docstring).
+
+    Each round cuts the plan (`search`) while its estimate is over the budget, or widens it
+    (`grow`) while it is within, measures it (`measure`), and stops when the measurement is
+    within (1 - UNDER, 1 + OVER) of the budget; otherwise `anchor(plan, measured)` re-anchors
+    `cost` to the measurement for the next round, at most FIT_ROUNDS rounds.
+
+    Returns:
+      The widest measured plan within budget * (1 + OVER), or the last one if none is.
+    """
+    plan, steps, rounds, best = dict(plan), [], [], None
+    for _ in range(FIT_ROUNDS):
+        kind = "cut" if cost(plan) > budget else "grow"
+        try:
+            plan, taken = (search(plan, groups, rows, cost, budget, min_keep, round_to)
+                           if kind == "cut" else grow(plan, groups, rows, cost, budget, round_to))
+        except ValueError:  # re-anchored past the narrowest plan: keep what was measured
+            break
+        if rounds and not taken:
+            break
+        steps += taken
+        measured = measure(plan)
+        rounds.append({"kind": kind, "steps": len(taken), "estimate": cost(plan),
+                       "measured": measured})
+        if measured <= budget * (1 + OVER) and (best is None or measured > best[0]):
+            best = (measured, dict(plan), len(steps))
+        if budget * (1 - UNDER) <= measured <= budget * (1 + OVER):
+            break
+        anchor(plan, measured)
+    if best is None:
+        return Fit(plan, steps, rounds, rounds[-1]["measured"])
+    measured, plan, count = best
+    return Fit(plan, steps[:count], rounds, measured)

@@ -371,11 +371,6 @@ def _control(source: str, directory: str, options: PruneOptions, train_source: S
     return control
 
 
-# A latency search round ends when the measured model is within this fraction over the
-# target (timings vary by a few percent between runs); otherwise the estimate is re-anchored
-# to the measurement and the search cuts further, at most SEARCH_ROUNDS times.
-LATENCY_TOLERANCE = 0.02
-SEARCH_ROUNDS = 4
 
 
 def latency_table(source: str, config: ICNetConfig, options: PruneOptions) -> LatencyTable:
@@ -452,28 +447,27 @@ def _budget_plan(source: str, config: ICNetConfig, weights: WeightDict, options:
     evidence = _evidence(config, weights, options, train_source)
     rows = _sensitivity(config, weights, options, evidence, eval_source, work)
     groups = model_groups(config)
-    plan, steps, rounds = dict(config.plan), [], []
-    measured_ms = None
-    for number in range(1, (SEARCH_ROUNDS if table else 1) + 1):
-        try:
-            plan, taken = budget_search.search(plan, groups, rows, cost, target,
-                                               budget.min_keep, options.round_to)
-        except ValueError as e:  # re-anchored past the narrowest plan: keep the last round's
-            logging.warning("budget: round %d: %s ms; keeping round %d's plan", number, e,
-                            number - 1)
-            break
-        steps += [dataclasses.asdict(step) for step in taken]
-        if table is None:
-            break
-        pruned_config, pruned_weights = prune(config, weights, plan, options.criterion, evidence)
-        measured_ms = 1e3 * measure_model(pruned_config, pruned_weights, budget.target)
-        rounds.append({"estimate_ms": cost(plan), "measured_ms": measured_ms,
-                       "correction": table.correction})
-        logging.info("budget: round %d: %d cuts, estimated %.1f ms, measured %.1f ms "
-                     "(target %g ms)", number, len(taken), cost(plan), measured_ms, target)
-        if measured_ms <= target * (1 + LATENCY_TOLERANCE):
-            break
-        table.calibrate(plan, measured_ms / 1e3)
+    if table is None:
+        plan, taken = budget_search.search(config.plan, groups, rows, cost, target,
+                                           budget.min_keep, options.round_to)
+        rounds, measured_ms = [], None
+    else:
+        def measure(plan):
+            pruned_config, pruned_weights = prune(config, weights, plan, options.criterion,
+                                                  evidence)
+            measured = 1e3 * measure_model(pruned_config, pruned_weights, budget.target)
+            logging.info("budget: estimated %.1f ms, measured %.1f ms (target %g ms)",
+                         cost(plan), measured, target)
+            return measured
+
+        def anchor(plan, measured):
+            table.calibrate(plan, measured / 1e3)
+
+        fitted = budget_search.fit(config.plan, groups, rows, cost, anchor, measure, target,
+                                   budget.min_keep, options.round_to)
+        plan, taken, rounds, measured_ms = (fitted.plan, fitted.steps, fitted.rounds,
+                                            fitted.measured)
+    steps = [dataclasses.asdict(step) for step in taken]
     target_fields = ({"runtime": budget.target.runtime, "quantization":
                       budget.target.quantization, "threads": budget.target.threads,
                       "table": table.path} if table else {})

@@ -234,8 +234,10 @@ class BudgetReport:
 
     Costs are milliseconds on the target (`runtime`, `quantization`, `threads`, the report's
     input size) for a latency budget, GFLOPs for a FLOP budget. `rounds` holds, per search
-    round, the plan's estimate and its measured latency (a round over the budget re-anchors
-    the estimate to that measurement and cuts further); `steps` every cut taken. `final_ms`
+    round, its kind ("cut" or "grow"), steps, the plan's estimate and its measured latency (a
+    round off the budget re-anchors the estimate to that measurement and cuts further or
+    widens back: deploy.budget.fit); `steps` every cut and widening of the chosen plan, and
+    `measured_ms` its measurement. `final_ms`
     is measured after the fine-tune, `exported_ms` on deploy.export's artifact of the target
     quantization.
     """
