@@ -394,6 +394,23 @@ def headline(points: list[dict]) -> list[str]:
     return lines
 
 
+def validity(points: list[dict]) -> list[str]:
+    """A warning when a narrower plan trained from scratch (the same total steps as the
+    control) beats the full-width control: the source then is not trained, and drops against
+    it do not measure what pruning costs."""
+    control = next(p for p in points if p["kind"] == "control")
+    beaten = [p for p in points if p["kind"] == "scratch" and p["miou"] > control["miou"]]
+    if not beaten:
+        return []
+    best = max(beaten, key=lambda p: p["miou"])
+    return ["**Not evidence of what pruning costs**: the keep "
+            f"{best['keep']:g} plan trained from scratch for the same total steps scores "
+            f"{100 * best['miou']:.2f}%, above the full-width control's "
+            f"{100 * control['miou']:.2f}% ({len(beaten)} of the scratch plans beat it): the "
+            "source is not trained at this budget (its plateau is a stall, not convergence), "
+            "so the drops below compare under-trained models.", ""]
+
+
 def study_markdown(results: dict, seconds: float) -> str:
     """STUDY.md: the table (every point, its drop against the equal-budget control), the
     source's plateau, and the plots."""
@@ -402,6 +419,9 @@ def study_markdown(results: dict, seconds: float) -> str:
     control = next(p for p in points if p["kind"] == "control")
     scratch = {p["keep"]: p for p in points if p["kind"] == "scratch"}
     o = results["options"]
+    warning, answers = validity(points), headline(points)
+    if warning:
+        answers[0] += " (an under-trained source: not evidence, see above)"
     total = sum(p.get("seconds", 0) for p in points) + sum(
         p.get("seconds", 0) for p in latencies.values())
     lines = ["# Pruning study: what pruning costs at equal training", "",
@@ -419,7 +439,7 @@ def study_markdown(results: dict, seconds: float) -> str:
              f"of the plan as int8 TFLite under XNNPACK, {o['threads']} threads, median of "
              f"{o['timing_runs']}. Compute time of all points: {total / 60:.1f} min (each "
              f"point's own time, in whichever run made it); wall time of the run that finished "
-             f"the study: {seconds / 60:.1f} min.", "", *headline(points), "",
+             f"the study: {seconds / 60:.1f} min.", "", *warning, *answers, "",
              "| keep | criterion | schedule | params | GFLOPs | int8 latency | mIoU | vs "
              "equal-budget control | vs from scratch (same plan, same total steps) |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -158,7 +158,16 @@ def test_prune_to_a_latency_target(tmp_path):
     for group in groups:
         width = report.final.plan[group.producers[0]]
         assert width == group.channels or (width % 2 == 0 and width >= group.channels / 2)
-    assert PlanCost(TINY, SIZE).flops(report.final.plan) < PlanCost(TINY, SIZE).flops(TINY.plan)
+    # The fit rule on the recorded rounds (timings of a tiny model under parallel tests are
+    # noisy, so any round may land in the band, including a plan widened back to full width):
+    # the kept measurement fits the target when one does, else it is the last round's.
+    limit = goal * (1 + budget.OVER)
+    last = found.rounds[-1]["measured"]
+    if any(r["measured"] <= limit for r in found.rounds):
+        assert found.measured_ms <= limit
+    else:
+        assert found.measured_ms == last
+    assert PlanCost(TINY, SIZE).flops(report.final.plan) <= PlanCost(TINY, SIZE).flops(TINY.plan)
 
 
 def test_export_prunes_to_a_latency_target_and_times_the_artifact(tmp_path):

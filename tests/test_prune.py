@@ -413,3 +413,19 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     gone = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert gone.returncode == 2 and "Traceback" not in gone.stderr
     assert "holds no checkpoint of it" in gone.stderr.strip().splitlines()[-1]
+
+
+def test_the_study_says_when_its_source_is_not_trained():
+    from benchmarks.pruning_study_lib import plateaued, validity
+
+    control = {"kind": "control", "keep": 1.0, "miou": 0.117}
+    scratch = [{"kind": "scratch", "keep": k, "miou": m} for k, m in ((0.5, 0.228), (0.25, 0.1))]
+    warning = validity([control, *scratch])
+    assert "Not evidence" in warning[0] and "keep 0.5 plan trained from scratch" in warning[0]
+    assert "22.80%, above the full-width control's 11.70% (1 of the scratch plans" in warning[0]
+    assert validity([control, {**scratch[0], "miou": 0.11}]) == []
+    # The rule itself: a flat curve after enough evaluations counts as a plateau (hence the
+    # warning above), a rising one does not.
+    flat = [{"step": s, "miou": 0.086} for s in (100, 200, 300)]
+    assert plateaued(flat, 3, 0.5) and not plateaued(flat[:2], 3, 0.5)
+    assert not plateaued([*flat[:2], {"step": 300, "miou": 0.1}], 3, 0.5)
