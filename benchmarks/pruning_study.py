@@ -52,6 +52,9 @@ flags.DEFINE_string("criteria", ",".join(defaults.criteria), "Importance criteri
 flags.DEFINE_bool("progressive", defaults.progressive, "Also 0.75 -> 0.5 progressive (l1).")
 flags.DEFINE_bool("scratch", defaults.scratch, "Also every plan trained from scratch.")
 flags.DEFINE_integer("threads", defaults.threads, "Threads of the latency measurements.")
+flags.DEFINE_string("budgets", ",".join(defaults.budgets), "Latency budgets of the targeted points: "
+                  "keepK (the uniform keep-K plan's measured latency) or ms; empty: none.")
+flags.DEFINE_integer("round_to", defaults.round_to, "Width multiple of the targeted plans.")
 flags.DEFINE_integer("seed", defaults.seed, "Seed of the scenes, initialisation and data.")
 FLAGS = flags.FLAGS
 
@@ -69,7 +72,7 @@ def _main() -> None:
         keeps=tuple(sorted(set(parse_schedule(FLAGS.keeps)), reverse=True)),
         criteria=parse_choices(FLAGS.criteria, tuple(CRITERIA), "criteria"),
         progressive=FLAGS.progressive, scratch=FLAGS.scratch, threads=FLAGS.threads,
-        seed=FLAGS.seed)
+        budgets=tuple(b for b in FLAGS.budgets.split(",") if b), round_to=FLAGS.round_to, seed=FLAGS.seed)
     run_study(options)
 
 

@@ -16,6 +16,10 @@ redoes only what is missing, on this machine or a fresh one):
 5. From-scratch controls: every pruned plan trained from scratch for the source's steps + F.
 6. Every point evaluated on the same val scenes, and every plan timed as an int8 TFLite under
    XNNPACK (`threads`, calibrated on training scenes, in a worker process) at the input size.
+7. Targeted points: the source pruned to a latency budget on that same target (deploy.prune's
+   search, l1, scored by the criterion alone), fine-tuned F steps like every pruned point and
+   timed interleaved with the uniform plan whose latency it targets (`keep0.5`) or alone (a
+   budget in ms); an unreachable budget is recorded as such.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import dataclasses
 import io
 import json
 import os
+import statistics
 import time
 
 import tf_keras
@@ -31,7 +36,8 @@ from absl import logging
 
 from benchmarks.latency_lib import time_artifact
 from deploy import tflite_writer
-from deploy.prune_lib import PruneOptions, prune_into
+from deploy.latency_table import Target
+from deploy.prune_lib import Budget, PruneOptions, prune_into
 from deploy.pruning import model_groups, prune_plan
 from deploy.verify import SourceImages
 from icnet.checkpoint import latest_checkpoint, load_checkpoint_weights
@@ -44,6 +50,9 @@ from icnet.fileio import atomic_write_bytes
 from icnet.inference import build_inference_model
 from icnet.profiling import model_profile
 from icnet.training import TrainOptions, read_summary, train
+
+# Interleaved timings of a targeted plan and its uniform plan: the median of each over rounds.
+TIMING_ROUNDS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,13 +81,33 @@ class StudyOptions:
     threads: int = 2
     timing_runs: int = 5
     calibration_images: int = 8
+    budgets: tuple[str, ...] = ("keep0.5", "50")
+    round_to: int = 8
     seed: int = 0
 
     def __post_init__(self):
         for name in ("train_scenes", "val_scenes", "chunk_steps", "min_chunks", "max_steps",
-                     "threads", "timing_runs", "calibration_images"):
+                     "threads", "timing_runs", "calibration_images", "round_to"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for budget in self.budgets:
+            budget_keep(budget, self.keeps)
+
+
+def budget_keep(budget: str, keeps: tuple[float, ...]) -> float | None:
+    """The uniform keep whose measured latency `budget` targets (`keep0.5`; `keep1` is the
+    source's), or None for a budget in ms; ValueError naming the budget when it is neither."""
+    try:
+        if budget.startswith("keep"):
+            keep = float(budget[4:])
+            if keep == 1.0 or keep in keeps:
+                return keep
+        elif float(budget) > 0:
+            return None
+    except ValueError:
+        pass
+    raise ValueError(f"budgets: {budget!r} is neither keepK (K 1 or one of the keeps "
+                     f"{', '.join(f'{k:g}' for k in keeps)}) nor a positive latency in ms")
 
 
 class Study:
@@ -96,13 +125,17 @@ class Study:
     def _check_same_study(self) -> None:
         """Records what the points measure (the options but where things go); a rerun with
         other options is refused, so a study never mixes points of two setups."""
-        setup = {k: v for k, v in dataclasses.asdict(self.options).items()
-                 if k not in ("output_dir", "work_dir")}
-        setup = json.loads(json.dumps(setup))  # tuples as lists, as read back
+        def settings(options: StudyOptions) -> dict:
+            setup = {k: v for k, v in dataclasses.asdict(options).items()
+                     if k not in ("output_dir", "work_dir")}
+            return json.loads(json.dumps(setup))  # tuples as lists, as read back
+
+        setup = settings(self.options)
         path = os.path.join(self.points_dir, "setup.json")
         if os.path.isfile(path):
             with open(path) as f:
-                recorded = json.load(f)
+                # A setting added after the study began counts as its default there.
+                recorded = {**settings(StudyOptions("", "")), **json.load(f)}
             changed = sorted(k for k in setup.keys() | recorded.keys()
                              if setup.get(k) != recorded.get(k))
             if changed:
@@ -295,19 +328,85 @@ class Study:
         tf_keras.backend.clear_session()
         tf_keras.utils.set_random_seed(o.seed)
         # The plan's latency does not depend on the weights: random ones, calibrated.
-        model = build_inference_model(config, _random_weights(config), o.input_size)
-        calibration = SourceImages(train_source, o.calibration_images, o.input_size)
-        path = os.path.join(o.work_dir, f"{name}.tflite")
-        tflite_writer.write(tflite_writer.convert(model, o.input_size, "int8", calibration),
-                            path)
-        result = time_artifact(path, "tflite_xnnpack", o.threads, warmup=2,
-                               runs=o.timing_runs)
-        if result.get("status") != "ok":
-            raise RuntimeError(f"timing {path} failed: {result.get('error')}")
+        path = self.int8_tflite(name, config, _random_weights(config))
+        result = self.time(path)
         return self.save_point(name, {"name": name, "kind": "latency", "keep": keep,
                                       "median_s": result["median_s"],
                                       "p90_s": result["p90_s"], "threads": o.threads},
                                begin)
+
+    def int8_tflite(self, name: str, config: ICNetConfig, weights) -> str:
+        """`<work>/<name>.tflite`: the model as int8 TFLite, calibrated on training scenes."""
+        train_source, _ = self.sources()
+        o = self.options
+        model = build_inference_model(config, weights, o.input_size)
+        calibration = SourceImages(train_source, o.calibration_images, o.input_size)
+        path = os.path.join(o.work_dir, f"{name}.tflite")
+        tflite_writer.write(tflite_writer.convert(model, o.input_size, "int8", calibration),
+                            path)
+        return path
+
+    def time(self, path: str) -> dict:
+        """The timing of a .tflite under XNNPACK at the study's threads (in a worker)."""
+        result = time_artifact(path, "tflite_xnnpack", self.options.threads, warmup=2,
+                               runs=self.options.timing_runs)
+        if result.get("status") != "ok":
+            raise RuntimeError(f"timing {path} failed: {result.get('error')}")
+        return result
+
+    def targeted(self, source: dict, budget: str, latencies: dict) -> dict:
+        """The source pruned to a latency budget on the study's int8 XNNPACK target (the
+        measured latency of the uniform `keepK` plan, or ms), fine-tuned F steps, evaluated and
+        timed interleaved with that uniform plan (TIMING_ROUNDS rounds, the median of each)."""
+        o = self.options
+        keep = budget_keep(budget, o.keeps)
+        name = f"targeted_{budget}" if keep is not None else f"targeted_{float(budget):g}ms"
+        done = self.point(name)
+        if done is not None:
+            return done
+        begin = time.time()
+        train_source, val = self.sources()
+        target_ms = (1e3 * latencies[keep]["median_s"] if keep is not None else float(budget))
+        point = {"name": name, "kind": "targeted", "budget": budget, "uniform_keep": keep,
+                 "target_ms": round(target_ms, 3)}
+        output = self.model_dir(name)
+        tf_keras.backend.clear_session()
+        options = PruneOptions(
+            schedule=(1.0,), round_to=o.round_to, criterion="l1",
+            finetune=self.train_options("", self.finetune_steps(source),
+                                        o.finetune_learning_rate),
+            eval_images=0, input_size=o.input_size,
+            budget=Budget(latency_ms=point["target_ms"],
+                          target=Target("tflite_xnnpack", "int8", o.threads, o.input_size),
+                          search_images=0))
+        try:
+            report = prune_into(self.model_dir("source"), output, options, train_source, val,
+                                os.path.join(o.work_dir, f".{name}.work"))
+        except OptionError as e:
+            if e.option != "target_latency_ms":
+                raise
+            logging.info("study: %s: %s", name, e.message)
+            return self.save_point(name, {**point, "status": "unreachable",
+                                          "message": e.message}, begin)
+        config, weights = load_checkpoint_weights(output)
+        paths = [self.int8_tflite(name, config, weights)]
+        if keep is not None:
+            uniform = os.path.join(o.work_dir, f"latency_{keep:g}.tflite")
+            if not os.path.isfile(uniform):
+                plan = plan_config(o, train_source.num_classes, keep).replace(batch_norm=False)
+                uniform = self.int8_tflite(f"latency_{keep:g}", plan, _random_weights(plan))
+            paths.append(uniform)
+        rounds = [[self.time(path)["median_s"] for path in paths] for _ in range(TIMING_ROUNDS)]
+        medians = [statistics.median(r[i] for r in rounds) for i in range(len(paths))]
+        found = report.budget
+        return self.save_point(name, {
+            **point, "status": "ok", "steps": self.finetune_steps(source),
+            "miou": self.miou(output), "plan": config.plan,
+            "params": report.final.measure.params, "gflops": report.final.measure.gflops,
+            "estimate_ms": found.estimate, "search_ms": found.measured_ms,
+            "final_ms": found.final_ms, "rounds": found.rounds,
+            "median_s": medians[0], "uniform_median_s": medians[1] if keep is not None else None},
+            begin)
 
 
 def _random_weights(config: ICNetConfig):
@@ -350,7 +449,9 @@ def run_study(options: StudyOptions) -> dict:
     if options.scratch:
         points += [study.scratch(source, keep) for keep in options.keeps]
     latencies = {p["keep"]: p for p in (study.latency(keep) for keep in (1.0, *options.keeps))}
-    results = {"points": points, "latency": latencies, "options": dataclasses.asdict(options)}
+    targeted = [study.targeted(source, budget, latencies) for budget in options.budgets]
+    results = {"points": points, "latency": latencies, "targeted": targeted,
+               "options": dataclasses.asdict(options)}
     write_outputs(results, options.output_dir, time.time() - begin)
     return results
 
@@ -454,9 +555,50 @@ def study_markdown(results: dict, seconds: float) -> str:
         lines.append(f"| {p['keep']:g} | {p['criterion'] or p['kind']} | {schedule} | "
                      f"{p['params']:,} | {p['gflops']:.2f} | {_ms(latencies, p['keep'])} | "
                      f"{100 * p['miou']:.2f}% | {delta} | {scratch_text} |")
+    lines += targeted_markdown(results)
     lines += ["", "![mIoU against int8 latency](pareto.png)", "",
               "![the source's training](source_curve.png)", ""]
     return "\n".join(lines)
+
+
+def targeted_markdown(results: dict) -> list[str]:
+    """The targeted points: each budget, what the search estimated and measured, the latency
+    after the fine-tune and interleaved with its uniform plan, and the mIoU against the uniform
+    l1 point of the same keep (same fine-tune) and the equal-budget control."""
+    targeted = results.get("targeted") or []
+    if not targeted:
+        return []
+    points = results["points"]
+    control = next(p for p in points if p["kind"] == "control")
+    lines = ["", "## Latency budgets", "",
+             "The source pruned to a latency budget on the same int8 XNNPACK target "
+             "(`deploy.prune --target_latency_ms`: per-group widths, l1, cuts scored by the "
+             "criterion alone, the search measuring each round's plan), fine-tuned as many "
+             "steps as every pruned point. Latency: the search's measurement of its plan, the "
+             "fine-tuned model's (the pruned model as deploy.prune reports it), and the median "
+             f"of {TIMING_ROUNDS} rounds interleaved with the uniform plan it targets.", "",
+             "| budget | target | params | GFLOPs | search: estimate / measured | after the "
+             "fine-tune | interleaved: targeted / uniform | mIoU | vs uniform l1, same keep "
+             "latency | vs equal-budget control |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in targeted:
+        if t["status"] != "ok":
+            lines.append(f"| {t['budget']} | {t['target_ms']:.1f} ms | {t['status']}: "
+                         f"{t['message']} |||||||")
+            continue
+        keep = t["uniform_keep"]
+        uniform = next((p for p in points if p["kind"] == "pruned" and p["keep"] == keep
+                        and p["criterion"] == "l1" and len(p["schedule"]) == 1), None)
+        interleaved = (f"{t['median_s'] * 1e3:.1f} / {t['uniform_median_s'] * 1e3:.1f} ms"
+                       if t["uniform_median_s"] else f"{t['median_s'] * 1e3:.1f} ms")
+        versus = (f"{100 * (t['miou'] - uniform['miou']):+.2f} pt ({100 * uniform['miou']:.2f}%)"
+                  if uniform else "–")
+        within = "within 5%" if t["final_ms"] <= 1.05 * t["target_ms"] else "over by more than 5%"
+        lines.append(f"| {t['budget']} | {t['target_ms']:.1f} ms | {t['params']:,} | "
+                     f"{t['gflops']:.2f} | {t['estimate_ms']:.1f} / {t['search_ms']:.1f} ms | "
+                     f"{t['final_ms']:.1f} ms ({within}) | {interleaved} | "
+                     f"{100 * t['miou']:.2f}% | {versus} | "
+                     f"{100 * (t['miou'] - control['miou']):+.2f} pt |")
+    return lines
 
 
 def _save(figure, path: str) -> None:
@@ -486,6 +628,10 @@ def write_outputs(results: dict, output_dir: str, seconds: float) -> None:
         if p["keep"] in latencies:
             series.setdefault(key, []).append((latencies[p["keep"]]["median_s"] * 1e3,
                                                100 * p["miou"]))
+    for t in results.get("targeted") or []:
+        if t["status"] == "ok":
+            series.setdefault("targeted (latency budget)", []).append(
+                (t["median_s"] * 1e3, 100 * t["miou"]))
     for key, values in sorted(series.items()):
         values.sort()
         axes.plot([v[0] for v in values], [v[1] for v in values], "o-" if len(values) > 1

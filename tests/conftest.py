@@ -25,6 +25,24 @@ def shared_golden_path(name: str) -> str:
     return path
 
 
+def flop_table(source: str, target, config, source_seconds: float, min_keep: float,
+               round_to: int) -> str:
+    """A latency table for this machine whose entries are proportional to each conv's FLOPs
+    and whose source model (`config`) takes `source_seconds` (a deterministic search, no
+    timing of the convolutions), written where deploy.prune looks for it."""
+    from deploy.latency_table import LatencyTable, default_table_path
+
+    table = LatencyTable(default_table_path(source, target), target, config, min_keep, round_to)
+    for site in table.sites:
+        for inputs in table._widths(site.inputs):
+            for filters in table._widths(site.outputs):
+                table.convs[table._key(site.spec, inputs, filters)] = \
+                    site.area * inputs * filters * 1e-12
+    table.models[table.plan_digest(config.plan)] = source_seconds
+    table._save()
+    return table.path
+
+
 @pytest.fixture(scope="session")
 def quarter_bn():
     from icnet.weights import load_npy_weights

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
+import conftest
 from conftest import REPO
 from deploy import budget
-from deploy.latency_table import (LatencyTable, Target, default_table_path, grid_widths,
-                                  measure_model, time_conv)
+from deploy.latency_table import Target, grid_widths, measure_model, time_conv
 from deploy.pruning import PlanCost, check_target_plan, model_groups
 from deploy.report import ExportReport, PruneReport
 from deploy.sensitivity import Row
@@ -26,18 +26,8 @@ DATA = ["--input_size", "193x257", "--synthetic_size", "192x256", "--synthetic_c
 
 def flop_table(source: str, target: Target, source_seconds: float = 0.010,
                min_keep: float = 0.5, round_to: int = 2) -> str:
-    """A table for this machine whose entries are proportional to each conv's FLOPs and whose
-    source model takes `source_seconds` (so the search is deterministic), written where
-    deploy.prune looks for it."""
-    table = LatencyTable(default_table_path(source, target), target, TINY, min_keep, round_to)
-    for site in table.sites:
-        for inputs in table._widths(site.inputs):
-            for filters in table._widths(site.outputs):
-                table.convs[table._key(site.spec, inputs, filters)] = \
-                    site.area * inputs * filters * 1e-12
-    table.models[table.plan_digest(TINY.plan)] = source_seconds
-    table._save()
-    return table.path
+    """conftest.flop_table for the tiny model."""
+    return conftest.flop_table(source, target, TINY, source_seconds, min_keep, round_to)
 
 
 def prune(*args, timeout=600):

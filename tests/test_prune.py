@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tf_keras
 
-from conftest import REPO, rel_l2
+from conftest import REPO, flop_table, rel_l2
+from deploy.latency_table import Target, measure_model
 from deploy.prune_lib import PruneOptions, prune_model
 from deploy.pruning import (dependency_groups, group_keeps, kept_width, l1_importance,
                             model_groups, parse_overrides, parse_schedule, prune, prune_plan,
@@ -376,13 +377,23 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
             "0.125", "--scene_size", "192x256", "--input_size", "193x257", "--train_scenes", "8",
             "--val_scenes", "1", "--crop_size", "161x161", "--batch_size", "2",
             "--chunk_steps", "2", "--min_chunks", "2", "--max_steps", "4", "--keeps", "0.5",
-            "--criteria", "l1,random", "--noprogressive", "--threads", "1"]
+            "--criteria", "l1,random", "--noprogressive", "--threads", "1",
+            "--budgets", "keep1,0.001", "--round_to", "2"]
+    # The targeted points' latency table, proportional to the FLOPs (no conv timing here); the
+    # search's rounds and the targeted plan are timed for real. A tiny model's time is mostly
+    # overhead (keep 0.5 runs in about 65% of the source's), so the budget is the source's own
+    # measured latency (keep1), and 0.001 ms is unreachable.
+    target = Target("tflite_xnnpack", "int8", 1, (193, 257))
+    config = ICNetConfig.from_filter_scale(0.125, 19)
+    source_s = measure_model(config, model_weights(build_icnet(config, (161, 161))), target)
+    flop_table(str(tmp_path / "work" / "source"), target, config, source_s, 0.25, 2)
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     study = tmp_path / "study"
     points = sorted(p.stem for p in (study / "points").iterdir())
     assert points == ["control", "latency_0.5", "latency_1", "pruned_0.5_l1",
-                      "pruned_0.5_random", "scratch_0.5", "setup", "source"]
+                      "pruned_0.5_random", "scratch_0.5", "setup", "source",
+                      "targeted_0.001ms", "targeted_keep1"]
     with open(study / "results.json") as f:
         results = json.load(f)
     source = next(p for p in results["points"] if p["kind"] == "source")
@@ -394,6 +405,15 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     assert "vs equal-budget control" in text and "![mIoU against int8 latency](pareto.png)" in text
     assert "- keep 0.5, l1: " in text and "points lost against the equal-budget control" in text
     assert all(p["seconds"] > 0 for p in results["points"]), results["points"]
+    fast, unreachable = results["targeted"]
+    uniform_ms = 1e3 * results["latency"]["1.0"]["median_s"]
+    assert fast["status"] == "ok" and fast["target_ms"] == round(uniform_ms, 3)
+    assert fast["steps"] == 1 and fast["final_ms"] > 0 and fast["median_s"] > 0
+    assert fast["uniform_median_s"] > 0 and 1 <= len(fast["rounds"]) <= 4
+    assert unreachable["status"] == "unreachable" and "0.001 ms is unreachable" in \
+        unreachable["message"]
+    assert "## Latency budgets" in text and "| 0.001 | 0.0 ms | unreachable: " in text
+    assert f"| keep1 | {fast['target_ms']:.1f} ms | {fast['params']:,} |" in text
     for name in ("pareto.png", "source_curve.png"):
         assert (study / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A rerun redoes nothing: every point is kept.
