@@ -2,17 +2,19 @@ r"""The pruning study: accuracy against latency for every keep and criterion, at
 training budget, from a source trained to its plateau (benchmarks.pruning_study_lib).
 
 Examples:
-  # The full study (about 90 minutes on 2 cores; rerun the same command to continue):
+  # The full study (about 2.5 hours on 2 AVX2 cores; rerun the same command to continue):
   python -m benchmarks.pruning_study --output_dir reports/pruning
-  # A quick run on a tiny model (what make test runs):
+  # A quick run on a tiny model (make test runs it with --budgets keep1,0.001 --round_to 2):
   python -m benchmarks.pruning_study --output_dir /tmp/study --work_dir /tmp/study_work \
       --filter_scale 0.125 --scene_size 192x256 --input_size 193x257 --train_scenes 8 \
       --val_scenes 2 --crop_size 161x161 --batch_size 2 --chunk_steps 2 --min_chunks 2 \
-      --max_steps 4 --keeps 0.5 --criteria l1,random --noprogressive --threads 1
+      --max_steps 4 --keeps 0.5 --criteria l1,random --noprogressive --threads 1 \
+      --budgets ""
 
 Writes --output_dir/STUDY.md (every point: keep, criterion, schedule, params, GFLOPs, int8
 latency, mIoU, the change against the equal-budget control and against the same plan trained
-from scratch), pareto.png, source_curve.png, results.json, and one JSON per finished point in
+from scratch; the targeted plans of --budgets against their uniform plans), pareto.png,
+source_curve.png, results.json, and one JSON per finished point in
 points/ (commit them: a rerun, here or on a fresh machine, redoes only what is missing).
 Models and scenes go to --work_dir. SIGINT/SIGTERM stop it (code 75).
 """
@@ -52,8 +54,9 @@ flags.DEFINE_string("criteria", ",".join(defaults.criteria), "Importance criteri
 flags.DEFINE_bool("progressive", defaults.progressive, "Also 0.75 -> 0.5 progressive (l1).")
 flags.DEFINE_bool("scratch", defaults.scratch, "Also every plan trained from scratch.")
 flags.DEFINE_integer("threads", defaults.threads, "Threads of the latency measurements.")
-flags.DEFINE_string("budgets", ",".join(defaults.budgets), "Latency budgets of the targeted points: "
-                  "keepK (the uniform keep-K plan's measured latency) or ms; empty: none.")
+flags.DEFINE_string("budgets", ",".join(defaults.budgets), "Latency budgets of the targeted "
+                    "points: keepK (the uniform keep-K plan's measured latency) or ms; empty: "
+                    "none.")
 flags.DEFINE_integer("round_to", defaults.round_to, "Width multiple of the targeted plans.")
 flags.DEFINE_integer("seed", defaults.seed, "Seed of the scenes, initialisation and data.")
 FLAGS = flags.FLAGS
@@ -72,7 +75,8 @@ def _main() -> None:
         keeps=tuple(sorted(set(parse_schedule(FLAGS.keeps)), reverse=True)),
         criteria=parse_choices(FLAGS.criteria, tuple(CRITERIA), "criteria"),
         progressive=FLAGS.progressive, scratch=FLAGS.scratch, threads=FLAGS.threads,
-        budgets=tuple(b for b in FLAGS.budgets.split(",") if b), round_to=FLAGS.round_to, seed=FLAGS.seed)
+        budgets=tuple(b for b in FLAGS.budgets.split(",") if b), round_to=FLAGS.round_to,
+        seed=FLAGS.seed)
     run_study(options)
 
 
