@@ -116,35 +116,39 @@ class Study:
     def __init__(self, options: StudyOptions):
         self.options = options
         self.points_dir = os.path.join(options.output_dir, "points")
-        os.makedirs(self.points_dir, exist_ok=True)
-        os.makedirs(options.work_dir, exist_ok=True)
         self._check_same_study()
         self.scenes = os.path.join(options.work_dir, "scenes")
         self._train = self._val = None
 
     def _check_same_study(self) -> None:
-        """Records what the points measure (the options but where things go); a rerun with
-        other options is refused, so a study never mixes points of two setups."""
+        """Records what the points and models measure (the options but where things go) in
+        the output's points and in the work directory; a rerun with other options into
+        either is refused, so a study never mixes points or models of two setups."""
         def settings(options: StudyOptions) -> dict:
             setup = {k: v for k, v in dataclasses.asdict(options).items()
                      if k not in ("output_dir", "work_dir")}
             return json.loads(json.dumps(setup))  # tuples as lists, as read back
 
         setup = settings(self.options)
-        path = os.path.join(self.points_dir, "setup.json")
-        if os.path.isfile(path):
+        paths = {flag: os.path.join(folder, "setup.json") for flag, folder in
+                 (("output_dir", self.points_dir), ("work_dir", self.options.work_dir))}
+        for flag, path in paths.items():
+            if not os.path.isfile(path):
+                continue
             with open(path) as f:
                 # A setting added after the study began counts as its default there.
                 recorded = {**settings(StudyOptions("", "")), **json.load(f)}
             changed = sorted(k for k in setup.keys() | recorded.keys()
                              if setup.get(k) != recorded.get(k))
             if changed:
-                raise OptionError("output_dir", f"{self.options.output_dir} holds a study with "
+                raise OptionError(flag, f"{getattr(self.options, flag)} holds a study with "
                                   f"other settings ({', '.join(changed)}: "
                                   f"{', '.join(repr(recorded.get(k)) for k in changed)}); rerun "
-                                  f"with those flags to continue it, or use a new --output_dir")
-        else:
-            atomic_write_bytes(path, json.dumps(setup, indent=1).encode())
+                                  f"with those flags to continue it, or use a new --{flag}")
+        for path in paths.values():
+            if not os.path.isfile(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                atomic_write_bytes(path, json.dumps(setup, indent=1).encode())
 
     # --- bookkeeping -----------------------------------------------------------------------
 

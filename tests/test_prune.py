@@ -427,6 +427,12 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     refused = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "other settings (batch_size: 2)" in refused.stderr.strip().splitlines()[-1]
+    # So is a new output with the old work directory: its models are of the other setup.
+    elsewhere = [str(tmp_path / "other") if a == str(study) else a for a in other]
+    refused = subprocess.run(elsewhere, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].endswith("or use a new --work_dir")
+    assert not (tmp_path / "other").exists()
     # A finished source whose model is gone (a fresh machine, another --work_dir) is refused:
     # the missing points would be pruned from another source.
     shutil.rmtree(tmp_path / "work" / "source")
