@@ -333,7 +333,7 @@ class Study:
         tf_keras.utils.set_random_seed(o.seed)
         # The plan's latency does not depend on the weights: random ones, calibrated.
         path = self.int8_tflite(name, config, _random_weights(config))
-        result = self.time(path)
+        result = self.time_tflite(path)
         return self.save_point(name, {"name": name, "kind": "latency", "keep": keep,
                                       "median_s": result["median_s"],
                                       "p90_s": result["p90_s"], "threads": o.threads},
@@ -350,7 +350,7 @@ class Study:
                             path)
         return path
 
-    def time(self, path: str) -> dict:
+    def time_tflite(self, path: str) -> dict:
         """The timing of a .tflite under XNNPACK at the study's threads (in a worker)."""
         result = time_artifact(path, "tflite_xnnpack", self.options.threads, warmup=2,
                                runs=self.options.timing_runs)
@@ -400,7 +400,8 @@ class Study:
                 plan = plan_config(o, train_source.num_classes, keep).replace(batch_norm=False)
                 uniform = self.int8_tflite(f"latency_{keep:g}", plan, _random_weights(plan))
             paths.append(uniform)
-        rounds = [[self.time(path)["median_s"] for path in paths] for _ in range(TIMING_ROUNDS)]
+        rounds = [[self.time_tflite(path)["median_s"] for path in paths]
+                  for _ in range(TIMING_ROUNDS)]
         medians = [statistics.median(r[i] for r in rounds) for i in range(len(paths))]
         found = report.budget
         return self.save_point(name, {

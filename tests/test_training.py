@@ -9,12 +9,17 @@ import subprocess
 import sys
 import time
 
+import itertools
+
 import numpy as np
 import pytest
+import tensorflow as tf
+import tf_keras
 
 from conftest import REPO
 from icnet.config import ICNetConfig
-from icnet.model import build_icnet
+from icnet.model import BN_MOMENTUM, build_icnet
+from icnet.training import precise_batch_norm
 from icnet.weights import model_weights, save_npy_weights
 
 TINY = ["--filter_scale", "0.125", "--batch_size", "2", "--crop_size", "161x161",
@@ -67,6 +72,8 @@ def test_kill_9_then_same_command_resumes_and_finishes(tmp_path):
     logged = [int(s) for s in re.findall(r"step (\d+)/40", result.stderr)]
     assert logged[0] == resumed + 1 and logged[-1] == 40
     assert checkpoint_steps(model_dir)[-1] == 40
+    assert re.search(r"precise BN: the moving statistics of \d+ BN layers re-estimated over "
+                     r"20 batches", result.stderr)
     assert "done: step 40" in result.stdout and "final loss" in result.stdout
     summary = read_summary(model_dir)
     assert summary["step"] == 40 and summary["resumed"] is True
@@ -85,6 +92,30 @@ def test_kill_9_then_same_command_resumes_and_finishes(tmp_path):
     assert "could not be found" not in again.stderr
     assert "final loss" not in again.stdout + again.stderr
     assert read_summary(model_dir) == summary  # nothing to do: the summary is kept
+
+
+def test_precise_bn_gives_inference_the_statistics_of_the_data():
+    model = build_icnet(ICNetConfig.from_filter_scale(0.125, 19), (321, 321))
+    images = tf.random.stateless_uniform((4, 321, 321, 3), (0, 1), 0, 255)
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            layer.moving_mean.assign(layer.moving_mean + 1.0)
+            layer.moving_variance.assign(layer.moving_variance * 9.0)
+
+    def logits(training):
+        return model(images, training=training)["conv6_cls"].numpy()
+
+    stale = logits(False)
+    precise_batch_norm(model, itertools.repeat((images, None)), 3)
+    precise, batch_statistics = logits(False), logits(True)
+
+    def error(x):
+        return np.abs(x - batch_statistics).mean() / np.abs(batch_statistics).mean()
+
+    # What is left: the unbiased variance the moving statistics keep (few samples at 1/32).
+    assert error(precise) < 0.15 and error(stale) > 0.5, (error(precise), error(stale))
+    assert all(layer.momentum == BN_MOMENTUM for layer in model.layers
+               if isinstance(layer, tf_keras.layers.BatchNormalization))
 
 
 def test_mirrored_on_two_logical_cpus_matches_default_first_step(tmp_path):

@@ -120,6 +120,10 @@ def define_training_flags(learning_rate: float = TrainOptions.learning_rate) -> 
                       "large batches); --noupdate_mean_var freezes BN: it normalizes with the "
                       "stored statistics and leaves them unchanged (the reference normalizes "
                       "with batch statistics and only skips the updates).")
+    flags.DEFINE_integer("precise_bn_batches", defaults.precise_bn_batches,
+                         "At the last step, re-estimate the BN moving statistics over this "
+                         "many training batches at the final weights (precise BN; 0: keep "
+                         "the moving averages, which lag in short runs).")
     flags.DEFINE_bool("train_beta_gamma", defaults.train_beta_gamma,
                       "Train BN gamma/beta (the reference's fine-tuning default is "
                       "--notrain_beta_gamma).")
@@ -141,7 +145,9 @@ def define_training_flags(learning_rate: float = TrainOptions.learning_rate) -> 
 _TRAINING_FIELDS = {"batch_size": "batch_size", "optimizer": "optimizer",
                     "learning_rate": "learning_rate", "poly_power": "poly_power",
                     "momentum": "momentum", "weight_decay": "weight_decay",
-                    "update_mean_var": "update_mean_var", "train_beta_gamma": "train_beta_gamma",
+                    "update_mean_var": "update_mean_var",
+                    "precise_bn_batches": "precise_bn_batches",
+                    "train_beta_gamma": "train_beta_gamma",
                     "random_scale": "random_scale", "random_mirror": "random_mirror",
                     "strategy": "strategy", "mixed_precision": "mixed_precision",
                     "checkpoint_every": "checkpoint_every", "log_every": "log_every",
