@@ -2,7 +2,7 @@ r"""The pruning study: accuracy against latency for every keep and criterion, at
 training budget, from a source trained to its plateau (benchmarks.pruning_study_lib).
 
 Examples:
-  # The full study (about 2.5 hours on 2 AVX2 cores; rerun the same command to continue):
+  # The full study (1.7-2.5 hours on 2 AVX2 cores; rerun the same command to continue):
   python -m benchmarks.pruning_study --output_dir reports/pruning
   # A quick run on a tiny model (make test runs it with --budgets keep1,0.001 --round_to 2):
   python -m benchmarks.pruning_study --output_dir /tmp/study --work_dir /tmp/study_work \
