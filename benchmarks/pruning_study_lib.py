@@ -459,6 +459,8 @@ def run_study(options: StudyOptions) -> dict:
     if options.progressive and 0.75 in options.keeps and 0.5 in options.keeps:
         points.append(study.pruned(source, (0.75, 0.5), "l1"))
     if options.scratch:
+        for keep in sorted(options.keeps, key=lambda keep: keep != 0.5):
+            study.scratch(source, keep)
         points += [study.scratch(source, keep) for keep in options.keeps]
     latencies = {p["keep"]: p for p in (study.latency(keep) for keep in (1.0, *options.keeps))}
     targeted = [study.targeted(source, budget, latencies) for budget in options.budgets]
