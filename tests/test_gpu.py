@@ -47,7 +47,7 @@ def test_gpu_run_measures_the_tflite_on_the_vulkan_device_and_times_it(weights_f
     report = export(weights_file, options, make_source("synthetic", "train", synthetic_size=SIZE),
                     make_source("synthetic", "val", synthetic_size=SIZE))
     gpu = report.artifact("tflite/icnet_fp32.tflite").gpu
-    assert (gpu.method, gpu.images, gpu.device) == ("run", 1, device.describe())
+    assert (gpu.method, gpu.images, gpu.device) == ("run", 1, device.describe()), gpu.note
     assert gpu.software_device == device.software
     # The default GPU precision computes in fp16: close to the fp32 model, not equal.
     assert gpu.argmax_agreement >= GPU_MIN_AGREEMENT[True] and gpu.safe, gpu
