@@ -432,15 +432,21 @@ def plan_config(options: StudyOptions, num_classes: int, keep: float) -> ICNetCo
     return config.replace(plan=prune_plan(config.plan, model_groups(config), keep))
 
 
-def plateaued(curve: list[dict], min_chunks: int, plateau_points: float) -> bool:
-    """The plateau rule: at least `min_chunks` evaluations, and the mIoU gained over the last
-    fifth of the steps (the last against the latest at or before 80% of them) below
-    `plateau_points`."""
-    if len(curve) < min_chunks:
-        return False
+def last_fifth_gain(curve: list[dict]) -> float | None:
+    """The val mIoU points gained over the last fifth of the steps: the last evaluation
+    against the latest at or before 80% of its steps (None before there is one)."""
     last = curve[-1]
     earlier = [p for p in curve if p["step"] <= 0.8 * last["step"]]
-    return bool(earlier) and 100 * (last["miou"] - earlier[-1]["miou"]) < plateau_points
+    return 100 * (last["miou"] - earlier[-1]["miou"]) if earlier else None
+
+
+def plateaued(curve: list[dict], min_chunks: int, plateau_points: float) -> bool:
+    """The plateau rule: at least `min_chunks` evaluations, and the mIoU gained over the last
+    fifth of the steps below `plateau_points`."""
+    if len(curve) < min_chunks:
+        return False
+    gain = last_fifth_gain(curve)
+    return gain is not None and gain < plateau_points
 
 
 def run_study(options: StudyOptions) -> dict:
@@ -535,6 +541,10 @@ def study_markdown(results: dict, seconds: float) -> str:
     scratch = {p["keep"]: p for p in points if p["kind"] == "scratch"}
     o = results["options"]
     warning, answers = validity(points), headline(points)
+    gain = last_fifth_gain(source["curve"])
+    # A rule met by a fall says the curve is noisy or unstable there, not that it converged.
+    fell = (f"; it fell {-gain:.2f} points: the rule is met by a noisy or unstable curve, not "
+            f"by convergence" if source["plateau_met"] and gain < -o["plateau_points"] else "")
     if warning:
         answers[0] += " (an under-trained source: not evidence, see above)"
     total = sum(p.get("seconds", 0) for p in points) + sum(
@@ -546,7 +556,8 @@ def study_markdown(results: dict, seconds: float) -> str:
              f"until its val mIoU plateaued: {source['steps']} steps (plateau rule: less than "
              f"{o['plateau_points']:g} point gained over the last fifth of training, after at "
              f"least {o['min_chunks']} chunks of {o['chunk_steps']} steps: "
-             f"{'met' if source['plateau_met'] else 'NOT met (stopped at max_steps)'}). Every "
+             f"{'met' if source['plateau_met'] else 'NOT met (stopped at max_steps)'}, "
+             f"{gain:+.2f} points over the last fifth{fell}). Every "
              f"pruned point is fine-tuned {control['steps']} steps (a tenth of the source's) and "
              f"compared with the equal-budget control, the source fine-tuned the same "
              f"{control['steps']} steps ({100 * control['miou']:.2f}%). mIoU on "

@@ -1,5 +1,6 @@
 """deploy.prune: graph-derived groups, the paper's widths, exact surgery, overrides, the binary."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -442,7 +443,7 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
 
 
 def test_the_study_says_when_its_source_is_not_trained():
-    from benchmarks.pruning_study_lib import plateaued, validity
+    from benchmarks.pruning_study_lib import StudyOptions, plateaued, study_markdown, validity
 
     control = {"kind": "control", "keep": 1.0, "miou": 0.117}
     scratch = [{"kind": "scratch", "keep": k, "miou": m} for k, m in ((0.5, 0.228), (0.25, 0.1))]
@@ -455,3 +456,15 @@ def test_the_study_says_when_its_source_is_not_trained():
     flat = [{"step": s, "miou": 0.086} for s in (100, 200, 300)]
     assert plateaued(flat, 3, 0.5) and not plateaued(flat[:2], 3, 0.5)
     assert not plateaued([*flat[:2], {"step": 300, "miou": 0.1}], 3, 0.5)
+    # A fall meets the rule too, and the report says what met it.
+    fall = [*flat[:2], {"step": 300, "miou": 0.2}, {"step": 400, "miou": 0.15}]
+    assert plateaued(fall, 3, 0.5)
+    source = {"kind": "source", "keep": 1.0, "steps": 400, "miou": 0.15, "curve": fall,
+              "plateau_met": True, "params": 1, "gflops": 1.0, "criterion": None,
+              "schedule": None}
+    options = dataclasses.asdict(StudyOptions(output_dir="", work_dir=""))
+    text = study_markdown({"points": [source, {**control, "steps": 40, "params": 1,
+                                               "gflops": 1.0, "criterion": None,
+                                               "schedule": None}],
+                           "latency": {}, "targeted": [], "options": options}, 60)
+    assert "met, -5.00 points over the last fifth; it fell 5.00 points" in text
