@@ -545,8 +545,11 @@ def study_markdown(results: dict, seconds: float) -> str:
     warning, answers = validity(points), headline(points)
     gain = last_fifth_gain(source["curve"])
     # A rule met by a fall says the curve is noisy or unstable there, not that it converged.
-    fell = (f"; it fell {-gain:.2f} points: the rule is met by a noisy or unstable curve, not "
-            f"by convergence" if source["plateau_met"] and gain < -o["plateau_points"] else "")
+    gain_text = "no evaluation before the last fifth" if gain is None else (
+        f"{gain:+.2f} points over the last fifth")
+    if source["plateau_met"] and gain is not None and gain < -o["plateau_points"]:
+        gain_text += (f"; it fell {-gain:.2f} points: the rule is met by a noisy or unstable "
+                      f"curve, not by convergence")
     if warning:
         answers[0] += " (an under-trained source: not evidence, see above)"
     total = sum(p.get("seconds", 0) for p in points) + sum(
@@ -559,7 +562,7 @@ def study_markdown(results: dict, seconds: float) -> str:
              f"{o['plateau_points']:g} point gained over the last fifth of training, after at "
              f"least {o['min_chunks']} chunks of {o['chunk_steps']} steps: "
              f"{'met' if source['plateau_met'] else 'NOT met (stopped at max_steps)'}, "
-             f"{gain:+.2f} points over the last fifth{fell}). Every "
+             f"{gain_text}). Every "
              f"pruned point is fine-tuned {control['steps']} steps (a tenth of the source's) and "
              f"compared with the equal-budget control, the source fine-tuned the same "
              f"{control['steps']} steps ({100 * control['miou']:.2f}%). mIoU on "

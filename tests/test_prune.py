@@ -463,8 +463,12 @@ def test_the_study_says_when_its_source_is_not_trained():
               "plateau_met": True, "params": 1, "gflops": 1.0, "criterion": None,
               "schedule": None}
     options = dataclasses.asdict(StudyOptions(output_dir="", work_dir=""))
-    text = study_markdown({"points": [source, {**control, "steps": 40, "params": 1,
-                                               "gflops": 1.0, "criterion": None,
-                                               "schedule": None}],
-                           "latency": {}, "targeted": [], "options": options}, 60)
+    text_points = [source, {**control, "steps": 40, "params": 1, "gflops": 1.0,
+                            "criterion": None, "schedule": None}]
+    text = study_markdown({"points": text_points, "latency": {}, "targeted": [],
+                           "options": options}, 60)
     assert "met, -5.00 points over the last fifth; it fell 5.00 points" in text
+    one = {**source, "curve": fall[-1:], "plateau_met": False}
+    text = study_markdown({"points": [one, *text_points[1:]], "latency": {}, "targeted": [],
+                           "options": options}, 60)
+    assert "NOT met (stopped at max_steps), no evaluation before the last fifth)" in text
