@@ -56,6 +56,9 @@ HEADLINE_CRITERIA = ("l1", "random")
 HEADLINE_KEEPS = (0.35, 0.25)
 # Interleaved timings of a targeted plan and its uniform plan: the median of each over rounds.
 TIMING_ROUNDS = 3
+# The options that choose which points there are, not how any point is measured: a rerun may
+# change them (add a keep, drop the budgets) and keep every finished point.
+SELECTION = ("keeps", "criteria", "progressive", "scratch", "budgets")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,15 +128,18 @@ class Study:
         self._train = self._val = None
 
     def _check_same_study(self) -> None:
-        """Records what the points and models measure (the options but where things go) in
-        the output's points and in the work directory; a rerun with other options into
-        either is refused, so a study never mixes points or models of two setups."""
-        def settings(options: StudyOptions) -> dict:
-            setup = {k: v for k, v in dataclasses.asdict(options).items()
-                     if k not in ("output_dir", "work_dir")}
+        """Records the options (but where things go) in the output's points and in the work
+        directory; a rerun that measures otherwise into either is refused, so a study never
+        mixes points or models of two setups. The SELECTION options may change: they only
+        choose which points there are."""
+        def settings(setup: dict) -> dict:
+            setup = {k: v for k, v in setup.items() if k not in ("output_dir", "work_dir")}
             return json.loads(json.dumps(setup))  # tuples as lists, as read back
 
-        setup = settings(self.options)
+        def measurement(setup: dict) -> dict:
+            return {k: v for k, v in setup.items() if k not in SELECTION}
+
+        setup = settings(dataclasses.asdict(self.options))
         paths = {flag: os.path.join(folder, "setup.json") for flag, folder in
                  (("output_dir", self.points_dir), ("work_dir", self.options.work_dir))}
         for flag, path in paths.items():
@@ -141,8 +147,9 @@ class Study:
                 continue
             with open(path) as f:
                 # A setting added after the study began counts as its default there.
-                recorded = {**settings(StudyOptions("", "")), **json.load(f)}
-            changed = sorted(k for k in setup.keys() | recorded.keys()
+                recorded = measurement({**settings(dataclasses.asdict(StudyOptions("", ""))),
+                                        **json.load(f)})
+            changed = sorted(k for k in measurement(setup).keys() | recorded.keys()
                              if setup.get(k) != recorded.get(k))
             if changed:
                 raise OptionError(flag, f"{getattr(self.options, flag)} holds a study with "
@@ -218,12 +225,6 @@ class Study:
         """Trains the full-width source in chunks until its val mIoU plateaus."""
         done = self.point("source")
         if done is not None:
-            if latest_checkpoint(self.model_dir("source")) is None:
-                raise OptionError("work_dir", f"{self.points_dir} records a finished source "
-                                  f"but {self.model_dir('source')} holds no checkpoint of it; "
-                                  f"the missing points need that same source: rerun with the "
-                                  f"--work_dir that trained it, or start over in a new "
-                                  f"--output_dir")
             return done
         o = self.options
         train_source, _ = self.sources()
@@ -256,6 +257,17 @@ class Study:
             "seconds": sum(c.get("seconds", 0) for c in curve), **self.cost(config)},
             time.time())
 
+    def source_model(self) -> str:
+        """The finished source's model directory, for a missing point that starts from it."""
+        model_dir = self.model_dir("source")
+        if latest_checkpoint(model_dir) is None:
+            raise OptionError("work_dir", f"{self.points_dir} records a finished source but "
+                              f"{model_dir} holds no checkpoint of it; the missing points "
+                              f"pruned or fine-tuned from it need that same source: rerun "
+                              f"with the --work_dir that trained it, or start over in a new "
+                              f"--output_dir")
+        return model_dir
+
     def finetune_steps(self, source: dict) -> int:
         return max(1, source["steps"] // 10)
 
@@ -268,7 +280,7 @@ class Study:
         train_source, _ = self.sources()
         steps = self.finetune_steps(source)
         model_dir = self.model_dir("control")
-        config, weights = load_checkpoint_weights(self.model_dir("source"))
+        config, weights = load_checkpoint_weights(self.source_model())
         train(self.train_options(model_dir, steps, self.options.finetune_learning_rate),
               config, train_source, init_weights=(weights, "the study source"))
         return self.save_point("control", {
@@ -290,7 +302,7 @@ class Study:
         output = self.model_dir(name)
         tf_keras.backend.clear_session()
         report = prune_into(
-            self.model_dir("source"), output,
+            self.source_model(), output,
             PruneOptions(schedule=schedule, criterion=criterion,
                          finetune=self.train_options("", per_stage,
                                                      self.options.finetune_learning_rate),
@@ -388,7 +400,7 @@ class Study:
                           target=Target("tflite_xnnpack", "int8", o.threads, o.input_size),
                           search_images=0))
         try:
-            report = prune_into(self.model_dir("source"), output, options, train_source, val,
+            report = prune_into(self.source_model(), output, options, train_source, val,
                                 os.path.join(o.work_dir, f".{name}.work"))
         except OptionError as e:
             if e.option != "target_latency_ms":

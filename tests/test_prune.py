@@ -434,10 +434,19 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].endswith("or use a new --work_dir")
     assert not (tmp_path / "other").exists()
-    # A finished source whose model is gone (a fresh machine, another --work_dir) is refused:
-    # the missing points would be pruned from another source.
+    # On a fresh machine (the source's model gone) with fewer points selected (no budgets),
+    # the points that do not start from the source are redone: the from-scratch control.
     shutil.rmtree(tmp_path / "work" / "source")
-    gone = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    (study / "points" / "scratch_0.5.json").unlink()
+    fresh = [a if args[i - 1] != "--budgets" else "" for i, a in enumerate(args)]
+    again = subprocess.run(fresh, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    done = [line for line in again.stderr.splitlines() if "study: point" in line]
+    assert len(done) == 1 and "scratch_0.5" in done[0]
+    assert "## Latency budgets" not in (study / "STUDY.md").read_text()
+    # A missing point pruned from the source is refused: it would come from another source.
+    (study / "points" / "pruned_0.5_random.json").unlink()
+    gone = subprocess.run(fresh, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert gone.returncode == 2 and "Traceback" not in gone.stderr
     assert "holds no checkpoint of it" in gone.stderr.strip().splitlines()[-1]
 
