@@ -15,7 +15,8 @@ Writes --output_dir/STUDY.md (every point: keep, criterion, schedule, params, GF
 latency, mIoU, the change against the equal-budget control and against the same plan trained
 from scratch; the targeted plans of --budgets against their uniform plans), pareto.png,
 source_curve.png, results.json, and one JSON per finished point in
-points/ (commit them: a rerun, here or on a fresh machine, redoes only what is missing).
+points/ (commit them: a rerun, here or on a fresh machine, redoes only what is missing; the
+missing points pruned or fine-tuned from the source need its model in --work_dir).
 Models and scenes go to --work_dir. SIGINT/SIGTERM stop it (code 75).
 """
 
