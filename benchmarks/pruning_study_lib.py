@@ -48,6 +48,7 @@ from icnet.evaluation import evaluate
 from icnet.exits import OptionError
 from icnet.fileio import atomic_write_bytes
 from icnet.inference import build_inference_model
+from icnet.metrics import paired_miou_interval
 from icnet.profiling import model_profile
 from icnet.training import TrainOptions, read_summary, train
 
@@ -174,7 +175,7 @@ class Study:
         """Keeps a finished point, with the seconds it took since `begin`."""
         point["seconds"] = round(point.get("seconds", 0) + time.time() - begin, 1)
         atomic_write_bytes(os.path.join(self.points_dir, f"{name}.json"),
-                           json.dumps(point, indent=1).encode())
+                           point_json(point).encode())
         logging.info("study: point %s done", name)
         return point
 
@@ -210,10 +211,13 @@ class Study:
                             cache_examples=True, checkpoint_every=o.chunk_steps,
                             log_every=max(1, min(10, o.chunk_steps)))
 
-    def miou(self, model: str) -> float:
+    def scores(self, model: str) -> dict:
+        """The model's val mIoU and its per-scene confusion matrices (for paired intervals)."""
         _, val = self.sources()
         tf_keras.backend.clear_session()
-        return evaluate(*load_checkpoint_weights(model), val, self.options.val_scenes)["miou"]
+        result = evaluate(*load_checkpoint_weights(model), val, self.options.val_scenes,
+                          per_image=True)
+        return {"miou": result["miou"], "per_image_confusion": result["per_image_confusion"]}
 
     def cost(self, config: ICNetConfig) -> dict:
         profile = model_profile(config.replace(batch_norm=False), self.options.input_size)
@@ -242,7 +246,7 @@ class Study:
             options = self.train_options(model_dir, o.max_steps, o.learning_rate)
             chunk_begin = time.time()
             train(dataclasses.replace(options, stop_at=step), config, train_source)
-            curve.append({"step": step, "miou": self.miou(model_dir),
+            curve.append({"step": step, "miou": self.scores(model_dir)["miou"],
                           "seconds": round(time.time() - chunk_begin, 1)})
             atomic_write_bytes(progress, json.dumps(curve).encode())
             logging.info("study: source at step %d, val mIoU %.2f%%", step,
@@ -285,7 +289,7 @@ class Study:
               config, train_source, init_weights=(weights, "the study source"))
         return self.save_point("control", {
             "name": "control", "kind": "control", "keep": 1.0, "criterion": None,
-            "schedule": None, "steps": steps, "miou": self.miou(model_dir),
+            "schedule": None, "steps": steps, **self.scores(model_dir),
             **self.cost(config)}, begin)
 
     def pruned(self, source: dict, schedule: tuple[float, ...], criterion: str) -> dict:
@@ -312,7 +316,7 @@ class Study:
         return self.save_point(name, {
             "name": name, "kind": "pruned", "keep": schedule[-1], "criterion": criterion,
             "schedule": list(schedule), "steps": per_stage * len(schedule),
-            "miou": self.miou(output), "plan": config.plan,
+            **self.scores(output), "plan": config.plan,
             "params": report.final.measure.params, "gflops": report.final.measure.gflops},
             begin)
 
@@ -332,7 +336,7 @@ class Study:
               train_source)
         return self.save_point(name, {
             "name": name, "kind": "scratch", "keep": keep, "criterion": None,
-            "schedule": None, "steps": steps, "miou": self.miou(model_dir),
+            "schedule": None, "steps": steps, **self.scores(model_dir),
             "plan": config.plan, **self.cost(config)}, begin)
 
     def latency(self, keep: float) -> dict:
@@ -422,7 +426,7 @@ class Study:
         found = report.budget
         return self.save_point(name, {
             **point, "status": "ok", "steps": self.finetune_steps(source),
-            "miou": self.miou(output), "plan": config.plan,
+            **self.scores(output), "plan": config.plan,
             "params": report.final.measure.params, "gflops": report.final.measure.gflops,
             "estimate_ms": found.estimate, "search_ms": found.measured_ms,
             "final_ms": found.final_ms, "rounds": found.rounds,
@@ -497,6 +501,25 @@ def run_study(options: StudyOptions) -> dict:
 def _ms(latencies: dict, keep: float) -> str:
     point = latencies.get(keep)
     return "n/a" if point is None else f"{point['median_s'] * 1e3:.1f} ms"
+
+
+def point_json(point: dict) -> str:
+    """A point as indented JSON, each per-scene confusion matrix on one line."""
+    matrices = point.get("per_image_confusion")
+    text = json.dumps({k: v for k, v in point.items() if k != "per_image_confusion"}, indent=1)
+    if matrices is None:
+        return text
+    rows = ",\n  ".join(json.dumps(m, separators=(",", ":")) for m in matrices)
+    return f'{text[:-2]},\n "per_image_confusion": [\n  {rows}\n ]\n}}'
+
+
+def interval(a: dict, b: dict) -> str:
+    """" [low, high]": the 95% paired bootstrap interval, in points, of a's mIoU minus b's over
+    the val scenes, when both points hold their per-scene matrices of the same scenes."""
+    if not (a.get("per_image_confusion") and b.get("per_image_confusion")):
+        return ""
+    low, high = paired_miou_interval(a["per_image_confusion"], b["per_image_confusion"])
+    return f" [{100 * low:+.2f}, {100 * high:+.2f}]"
 
 
 def _drop(points: list[dict], keep: float, criterion: str) -> float | None:
@@ -582,17 +605,21 @@ def study_markdown(results: dict, seconds: float) -> str:
              f"of the plan as int8 TFLite under XNNPACK, {o['threads']} threads, median of "
              f"{o['timing_runs']}. Compute time of all points: {total / 60:.1f} min (each "
              f"point's own time, in whichever run made it); wall time of the run that finished "
-             f"the study: {seconds / 60:.1f} min.", "", *warning, *answers, "",
+             f"the study: {seconds / 60:.1f} min. In brackets after a difference: its 95% "
+             f"paired bootstrap interval over the val scenes (the same scenes resampled for "
+             f"both models), the evaluation's noise (not the training's: one seed); points "
+             f"made before the study kept per-scene matrices have none.", "", *warning,
+             *answers, "",
              "| keep | criterion | schedule | params | GFLOPs | int8 latency | mIoU | vs "
              "equal-budget control | vs from scratch (same plan, same total steps) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         schedule = ("one shot" if p["schedule"] and len(p["schedule"]) == 1 else
                     " -> ".join(f"{k:g}" for k in p["schedule"]) if p["schedule"] else p["kind"])
-        delta = (f"{100 * (p['miou'] - control['miou']):+.2f} pt" if p["kind"] == "pruned"
-                 else "–")
+        delta = (f"{100 * (p['miou'] - control['miou']):+.2f} pt{interval(p, control)}"
+                 if p["kind"] == "pruned" else "–")
         versus = scratch.get(p["keep"]) if p["kind"] == "pruned" else None
-        scratch_text = (f"{100 * (p['miou'] - versus['miou']):+.2f} pt "
+        scratch_text = (f"{100 * (p['miou'] - versus['miou']):+.2f} pt{interval(p, versus)} "
                         f"({100 * versus['miou']:.2f}%)" if versus else "–")
         lines.append(f"| {p['keep']:g} | {p['criterion'] or p['kind']} | {schedule} | "
                      f"{p['params']:,} | {p['gflops']:.2f} | {_ms(latencies, p['keep'])} | "
@@ -632,14 +659,14 @@ def targeted_markdown(results: dict) -> list[str]:
                         and p["criterion"] == "l1" and len(p["schedule"]) == 1), None)
         interleaved = (f"{t['median_s'] * 1e3:.1f} / {t['uniform_median_s'] * 1e3:.1f} ms"
                        if t["uniform_median_s"] else f"{t['median_s'] * 1e3:.1f} ms")
-        versus = (f"{100 * (t['miou'] - uniform['miou']):+.2f} pt ({100 * uniform['miou']:.2f}%)"
-                  if uniform else "–")
+        versus = (f"{100 * (t['miou'] - uniform['miou']):+.2f} pt{interval(t, uniform)} "
+                  f"({100 * uniform['miou']:.2f}%)" if uniform else "–")
         within = "within 5%" if t["final_ms"] <= 1.05 * t["target_ms"] else "over by more than 5%"
         lines.append(f"| {t['budget']} | {t['target_ms']:.1f} ms | {t['params']:,} | "
                      f"{t['gflops']:.2f} | {t['estimate_ms']:.1f} / {t['search_ms']:.1f} ms | "
                      f"{t['final_ms']:.1f} ms ({within}) | {interleaved} | "
                      f"{100 * t['miou']:.2f}% | {versus} | "
-                     f"{100 * (t['miou'] - control['miou']):+.2f} pt |")
+                     f"{100 * (t['miou'] - control['miou']):+.2f} pt{interval(t, control)} |")
     return lines
 
 
@@ -699,8 +726,11 @@ def write_outputs(results: dict, output_dir: str, seconds: float) -> None:
     left.set_title("the source's training until the plateau")
     left.grid(True, alpha=0.3)
     _save(figure, os.path.join(output_dir, "source_curve.png"))
+    # The per-scene matrices stay in points/.
+    summary = {**results, **{key: [{k: v for k, v in p.items() if k != "per_image_confusion"}
+                                   for p in results[key]] for key in ("points", "targeted")}}
     atomic_write_bytes(os.path.join(output_dir, "results.json"),
-                       json.dumps(results, indent=1).encode())
+                       json.dumps(summary, indent=1).encode())
     atomic_write_bytes(os.path.join(output_dir, "STUDY.md"),
                        study_markdown(results, seconds).encode())
     logging.info("study: wrote %s", os.path.join(output_dir, "STUDY.md"))

@@ -58,7 +58,8 @@ def protocol_for(dataset: str) -> Protocol:
 
 
 def evaluate(config: ICNetConfig, weights: WeightDict, source: Source, num_images: int = 0,
-             predictions_dir: str | None = None, log_every: int = 20) -> dict:
+             predictions_dir: str | None = None, log_every: int = 20,
+             per_image: bool = False) -> dict:
     """mIoU, pixel accuracy and per-class IoU of a model on `source`.
 
     Images are fed and scored by `protocol_for(source.name)`: the reference's evaluate.py
@@ -71,11 +72,14 @@ def evaluate(config: ICNetConfig, weights: WeightDict, source: Source, num_image
       predictions_dir: if set, write each prediction as a Cityscapes labelId PNG named after
         its image (the benchmark submission format).
       log_every: images between progress lines.
+      per_image: also return each image's confusion matrix (for paired bootstrap intervals,
+        `icnet.metrics.paired_miou_interval`).
 
     Returns:
       {"miou", "pixel_accuracy" (fractions), "per_class_iou" (by class name, NaN-free: absent
       classes are omitted), "num_images", "confusion_matrix" (rows: labels, columns:
-      predictions, as nested lists)}.
+      predictions, as nested lists)}, and with `per_image` "per_image_confusion" (one such
+      matrix per image).
     """
     total = len(source) if num_images <= 0 else min(num_images, len(source))
     matrix = ConfusionMatrix(source.num_classes)
@@ -84,6 +88,7 @@ def evaluate(config: ICNetConfig, weights: WeightDict, source: Source, num_image
     protocol = protocol_for(source.name)
     segmenter = Segmenter(config, weights, protocol.cityscapes_eval_pools)
     batches = eval_dataset(source, protocol.resize).take(total)
+    images = []
     for count, (image, label, name) in enumerate(batches, 1):
         label = label[0].numpy()
         logits = segmenter.logits(image[0].numpy(), pad=protocol.resize is None)
@@ -96,6 +101,10 @@ def evaluate(config: ICNetConfig, weights: WeightDict, source: Source, num_image
             if classes.shape != label.shape:
                 classes = tf.image.resize(classes[..., None], label.shape,
                                           method="nearest")[..., 0].numpy()
+        if per_image:
+            image_matrix = ConfusionMatrix(source.num_classes)
+            image_matrix.update(label, classes)
+            images.append(image_matrix.matrix.tolist())
         matrix.update(label, classes)
         if predictions_dir:
             stem = os.path.splitext(os.path.basename(name[0].numpy().decode()))[0]
@@ -104,7 +113,7 @@ def evaluate(config: ICNetConfig, weights: WeightDict, source: Source, num_image
             logging.info("evaluated %d/%d images, running mIoU %.2f%% (%.2f s/image)", count,
                          total, 100 * matrix.miou(), (time.time() - start) / count)
     iou = matrix.per_class_iou()
-    return {
+    result = {
         "miou": matrix.miou(),
         "pixel_accuracy": matrix.pixel_accuracy(),
         "per_class_iou": {name: float(value) for name, value in zip(source.class_names, iou)
@@ -112,6 +121,9 @@ def evaluate(config: ICNetConfig, weights: WeightDict, source: Source, num_image
         "num_images": total,
         "confusion_matrix": matrix.matrix.tolist(),
     }
+    if per_image:
+        result["per_image_confusion"] = images
+    return result
 
 
 def format_table(result: dict, class_names: tuple[str, ...]) -> str:

@@ -17,7 +17,7 @@ from icnet.data.labels import labelid_to_trainid_lut
 from icnet.data.synthetic import write_cityscapes_layout
 from icnet.evaluation import evaluate
 from icnet.inference import Segmenter, load_weights
-from icnet.metrics import ConfusionMatrix
+from icnet.metrics import ConfusionMatrix, miou, paired_miou_interval
 from icnet.model import build_icnet
 from icnet.weights import assign_weights, model_weights
 
@@ -94,6 +94,47 @@ def test_confusion_matrix_skips_ignore_and_counts_absent_classes():
     assert np.isnan(iou[2])
     assert matrix.miou() == pytest.approx(0.5)
     assert matrix.pixel_accuracy() == pytest.approx(2 / 3)
+
+
+def test_per_image_matrices_sum_to_the_total(tmp_path, model_dir):
+    data_dir = tmp_path / "cityscapes"
+    write_cityscapes_layout(str(data_dir), num_train=1, num_val=3, height=192, width=256)
+    result = evaluate(*load_weights(str(model_dir)), make_source("cityscapes", "val",
+                                                                  data_dir=str(data_dir)),
+                      per_image=True)
+    per_image = np.array(result["per_image_confusion"])
+    assert per_image.shape == (3, 19, 19)
+    np.testing.assert_array_equal(per_image.sum(0), result["confusion_matrix"])
+    assert paired_miou_interval(per_image, per_image) == (0.0, 0.0)
+    assert "per_image_confusion" not in evaluate(*load_weights(str(model_dir)), make_source(
+        "cityscapes", "val", data_dir=str(data_dir)), 1)
+
+
+def test_paired_interval_brackets_the_difference_and_follows_the_scenes():
+    rng = np.random.default_rng(0)
+    truth = [rng.integers(0, 3, 400) for _ in range(8)]
+
+    def matrices(wrong):
+        out = []
+        for labels, fraction in zip(truth, wrong):
+            guess = labels.copy()
+            flip = rng.random(labels.size) < fraction
+            guess[flip] = (guess[flip] + 1) % 3
+            matrix = ConfusionMatrix(3)
+            matrix.update(labels, guess)
+            out.append(matrix.matrix)
+        return np.array(out)
+
+    good, bad = matrices([0.1] * 8), matrices([0.3] * 8)
+    low, high = paired_miou_interval(good, bad)
+    difference = miou(good.sum(0)) - miou(bad.sum(0))
+    assert 0 < low <= difference <= high
+    # A model better on some scenes and worse on others: the interval spans zero.
+    mixed = matrices([0.0, 0.6] * 4)
+    low, high = paired_miou_interval(mixed, matrices([0.3] * 8))
+    assert low < 0 < high
+    with pytest.raises(ValueError, match="same images"):
+        paired_miou_interval(good, bad[:4])
 
 
 def test_ade20k_follows_the_reference_protocol(tmp_path):

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -405,6 +406,13 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     assert "| 0.5 | l1 | one shot |" in text and "| 0.5 | random | one shot |" in text
     assert "vs equal-budget control" in text and "![mIoU against int8 latency](pareto.png)" in text
     assert "- keep 0.5, l1: " in text and "points lost against the equal-budget control" in text
+    # Every difference with its paired bootstrap interval over the val scenes, whose per-scene
+    # matrices the points keep (results.json leaves them out).
+    assert re.search(r"\| 0\.5 \| l1 \| one shot \|.* pt \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] \|",
+                     text), text
+    l1_point = json.loads((study / "points" / "pruned_0.5_l1.json").read_text())
+    assert np.array(l1_point["per_image_confusion"]).shape == (1, 19, 19)
+    assert not any("per_image_confusion" in p for p in results["points"])
     assert all(p["seconds"] > 0 for p in results["points"]), results["points"]
     fast, unreachable = results["targeted"]
     uniform_ms = 1e3 * results["latency"]["1.0"]["median_s"]
