@@ -175,7 +175,7 @@ class Study:
         """Keeps a finished point, with the seconds it took since `begin`."""
         point["seconds"] = round(point.get("seconds", 0) + time.time() - begin, 1)
         atomic_write_bytes(os.path.join(self.points_dir, f"{name}.json"),
-                           point_json(point).encode())
+                           json.dumps(point, indent=1).encode())
         logging.info("study: point %s done", name)
         return point
 
@@ -501,16 +501,6 @@ def run_study(options: StudyOptions) -> dict:
 def _ms(latencies: dict, keep: float) -> str:
     point = latencies.get(keep)
     return "n/a" if point is None else f"{point['median_s'] * 1e3:.1f} ms"
-
-
-def point_json(point: dict) -> str:
-    """A point as indented JSON, each per-scene confusion matrix on one line."""
-    matrices = point.get("per_image_confusion")
-    text = json.dumps({k: v for k, v in point.items() if k != "per_image_confusion"}, indent=1)
-    if matrices is None:
-        return text
-    rows = ",\n  ".join(json.dumps(m, separators=(",", ":")) for m in matrices)
-    return f'{text[:-2]},\n "per_image_confusion": [\n  {rows}\n ]\n}}'
 
 
 def interval(a: dict, b: dict) -> str:
