@@ -2,14 +2,14 @@ r"""The pruning study: accuracy against latency for every keep and criterion, at
 training budget, from a source trained to its plateau (benchmarks.pruning_study_lib).
 
 Examples:
-  # The full study (1.7-2.5 hours on 2 AVX2 cores; rerun the same command to continue):
+  # The full study (about 6 hours of compute on 2 AVX2 cores; rerun the same command to
+  # continue where it stopped):
   python -m benchmarks.pruning_study --output_dir reports/pruning
   # A quick run on a tiny model (make test runs it with --budgets keep1,0.001 --round_to 2):
   python -m benchmarks.pruning_study --output_dir /tmp/study --work_dir /tmp/study_work \
       --filter_scale 0.125 --scene_size 192x256 --input_size 193x257 --train_scenes 8 \
-      --val_scenes 2 --crop_size 161x161 --batch_size 2 --chunk_steps 2 --min_chunks 2 \
-      --max_steps 4 --keeps 0.5 --criteria l1,random --noprogressive --threads 1 \
-      --budgets ""
+      --val_scenes 2 --crop_size 161x161 --batch_size 2 --chunk_steps 2 --source_steps 4 \
+      --keeps 0.5 --criteria l1,random --noprogressive --threads 1 --budgets ""
 
 Writes --output_dir/STUDY.md (every point: keep, criterion, schedule, params, GFLOPs, int8
 latency, mIoU, the change against the equal-budget control and against the same plan trained
@@ -44,12 +44,11 @@ flags.DEFINE_integer("val_scenes", defaults.val_scenes, "Val scenes for every mI
 flags.DEFINE_string("crop_size", "x".join(map(str, defaults.crop_size)), "Training crop HxW.")
 flags.DEFINE_integer("batch_size", defaults.batch_size, "Batch size.")
 flags.DEFINE_integer("chunk_steps", defaults.chunk_steps, "Source steps between evaluations.")
-flags.DEFINE_integer("min_chunks", defaults.min_chunks, "Evaluations before the plateau rule "
-                     "may stop the source.")
-flags.DEFINE_integer("max_steps", defaults.max_steps, "The source's step budget (its poly "
-                     "schedule's length).")
-flags.DEFINE_float("plateau_points", defaults.plateau_points, "The plateau: less than this "
-                   "many mIoU points gained over the last fifth of training.")
+flags.DEFINE_integer("source_steps", defaults.source_steps, "The source's training steps (its "
+                     "poly schedule's length; a tenth of it is every fine-tune).")
+flags.DEFINE_float("plateau_points", defaults.plateau_points, "The plateau: the val mIoU "
+                   "changes by less than this many points either way over the last fifth of "
+                   "the source's training.")
 flags.DEFINE_string("keeps", ",".join(f"{k:g}" for k in defaults.keeps), "Uniform keeps.")
 flags.DEFINE_string("criteria", ",".join(defaults.criteria), "Importance criteria.")
 flags.DEFINE_bool("progressive", defaults.progressive, "Also 0.75 -> 0.5 progressive (l1).")
@@ -71,8 +70,7 @@ def _main() -> None:
         train_scenes=FLAGS.train_scenes, val_scenes=FLAGS.val_scenes,
         crop_size=parse_size(FLAGS.crop_size, "crop_size", MIN_INPUT_SIZE),
         batch_size=FLAGS.batch_size, chunk_steps=FLAGS.chunk_steps,
-        min_chunks=FLAGS.min_chunks, max_steps=FLAGS.max_steps,
-        plateau_points=FLAGS.plateau_points,
+        source_steps=FLAGS.source_steps, plateau_points=FLAGS.plateau_points,
         keeps=tuple(sorted(set(parse_schedule(FLAGS.keeps)), reverse=True)),
         criteria=parse_choices(FLAGS.criteria, tuple(CRITERIA), "criteria"),
         progressive=FLAGS.progressive, scratch=FLAGS.scratch, threads=FLAGS.threads,

@@ -6,10 +6,12 @@ redoes only what is missing, on this machine or a fresh one):
 1. Scenes: synthetic street scenes at the deployment scale, written once in the Cityscapes
    layout (`<work>/scenes`); training crops them, evaluation reads them as Cityscapes (padded
    to 1025x2049 for 1024x2048 scenes: the deployment protocol).
-2. The source: the full-width model trained in chunks until its val mIoU plateaus: the
-   plateau rule is met when the mIoU gained over the last fifth of training (against the
-   evaluation at or before 80% of the steps) is below `plateau_points`, after at least
-   `min_chunks` chunks (or at `max_steps`). Its curve (val mIoU and loss per chunk) is kept.
+2. The source: the full-width model trained its whole poly schedule (`source_steps`, the
+   learning rate annealed to 0), evaluated every `chunk_steps`. The plateau rule is checked on
+   that curve: met when the mIoU changed by less than `plateau_points` either way over the
+   last fifth of training (the last evaluation against the latest at or before 80% of the
+   steps; a fall is not a plateau), with the change's paired bootstrap interval. Its curve
+   (val mIoU and loss per chunk) is kept.
 3. The equal-budget control: the source fine-tuned for F = source steps / 10.
 4. Pruned points: every keep x criterion, one shot, fine-tuned F steps; plus 0.75 -> 0.5
    progressive (l1, F/2 steps per stage).
@@ -65,7 +67,7 @@ SELECTION = ("keeps", "criteria", "progressive", "scratch", "budgets")
 @dataclasses.dataclass(frozen=True)
 class StudyOptions:
     """What the study trains and measures (defaults: the full study; on a 2-core AVX2 CPU
-    about 100 minutes when the source plateaus at 300 steps, 2.5 hours when it trains to 600)."""
+    about 6 hours of compute, 2 of them the source's)."""
 
     output_dir: str
     work_dir: str
@@ -73,14 +75,13 @@ class StudyOptions:
     scene_size: tuple[int, int] = (1024, 2048)
     input_size: tuple[int, int] = (1025, 2049)
     train_scenes: int = 40
-    val_scenes: int = 6
+    val_scenes: int = 30
     crop_size: tuple[int, int] = (256, 512)
     batch_size: int = 4
     learning_rate: float = 2e-3
     finetune_learning_rate: float = 1e-3
-    chunk_steps: int = 100
-    min_chunks: int = 3
-    max_steps: int = 600
+    chunk_steps: int = 120
+    source_steps: int = 1200
     plateau_points: float = 0.5
     keeps: tuple[float, ...] = (0.75, 0.5, 0.35, 0.25)
     criteria: tuple[str, ...] = ("l1", "l2", "bn_scale", "taylor", "random")
@@ -94,10 +95,14 @@ class StudyOptions:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("train_scenes", "val_scenes", "chunk_steps", "min_chunks", "max_steps",
+        for name in ("train_scenes", "val_scenes", "chunk_steps", "source_steps",
                      "threads", "timing_runs", "calibration_images", "round_to"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.chunk_steps > 0.8 * self.source_steps:
+            raise ValueError(f"chunk_steps must be at most 80% of source_steps "
+                             f"({self.source_steps}) for the plateau rule to have an "
+                             f"evaluation before the last fifth, got {self.chunk_steps}")
         for budget in self.budgets:
             budget_keep(budget, self.keeps)
 
@@ -226,7 +231,8 @@ class Study:
     # --- the steps -------------------------------------------------------------------------
 
     def source(self) -> dict:
-        """Trains the full-width source in chunks until its val mIoU plateaus."""
+        """Trains the full-width source its whole schedule in chunks, evaluating each chunk,
+        and checks the plateau rule on the curve."""
         done = self.point("source")
         if done is not None:
             return done
@@ -240,23 +246,26 @@ class Study:
             with open(progress) as f:
                 curve = json.load(f)
         step = curve[-1]["step"] if curve else 0
-        while step < o.max_steps and not plateaued(curve, o.min_chunks, o.plateau_points):
-            step = min(step + o.chunk_steps, o.max_steps)
-            # One poly schedule over max_steps, stopped at the plateau.
-            options = self.train_options(model_dir, o.max_steps, o.learning_rate)
+        options = self.train_options(model_dir, o.source_steps, o.learning_rate)
+        while step < o.source_steps:
+            step = min(step + o.chunk_steps, o.source_steps)
             chunk_begin = time.time()
             train(dataclasses.replace(options, stop_at=step), config, train_source)
-            curve.append({"step": step, "miou": self.scores(model_dir)["miou"],
+            curve.append({"step": step, **self.scores(model_dir),
                           "seconds": round(time.time() - chunk_begin, 1)})
             atomic_write_bytes(progress, json.dumps(curve).encode())
-            logging.info("study: source at step %d, val mIoU %.2f%%", step,
-                         100 * curve[-1]["miou"])
+            logging.info("study: source at step %d of %d, val mIoU %.2f%%", step,
+                         o.source_steps, 100 * curve[-1]["miou"])
         summary = read_summary(model_dir)
+        change = last_fifth(curve)
         return self.save_point("source", {
             "name": "source", "kind": "source", "keep": 1.0, "criterion": None,
-            "schedule": None, "steps": step, "miou": curve[-1]["miou"], "curve": curve,
+            "schedule": None, "steps": step, "miou": curve[-1]["miou"],
+            "per_image_confusion": curve[-1]["per_image_confusion"],
+            "curve": [{k: v for k, v in c.items() if k != "per_image_confusion"}
+                      for c in curve],
             "loss_curve": [[point[0], point[1]["total"]] for point in summary.get("curve", [])],
-            "plateau_met": plateaued(curve, o.min_chunks, o.plateau_points),
+            "last_fifth": change, "plateau_met": plateaued(change, o.plateau_points),
             # The chunks' own time, earlier runs' included.
             "seconds": sum(c.get("seconds", 0) for c in curve), **self.cost(config)},
             time.time())
@@ -449,21 +458,28 @@ def plan_config(options: StudyOptions, num_classes: int, keep: float) -> ICNetCo
     return config.replace(plan=prune_plan(config.plan, model_groups(config), keep))
 
 
-def last_fifth_gain(curve: list[dict]) -> float | None:
-    """The val mIoU points gained over the last fifth of the steps: the last evaluation
-    against the latest at or before 80% of its steps (None before there is one)."""
+def last_fifth(curve: list[dict]) -> dict | None:
+    """How the val mIoU changed over the last fifth of the steps: the last evaluation against
+    the latest at or before 80% of its steps, in points (`gain`, from `from_step`), with its
+    95% paired bootstrap interval when both hold per-scene matrices; None when no evaluation
+    comes before the last fifth."""
     last = curve[-1]
     earlier = [p for p in curve if p["step"] <= 0.8 * last["step"]]
-    return 100 * (last["miou"] - earlier[-1]["miou"]) if earlier else None
+    if not earlier:
+        return None
+    first = earlier[-1]
+    change = {"from_step": first["step"], "gain": 100 * (last["miou"] - first["miou"])}
+    if last.get("per_image_confusion") and first.get("per_image_confusion"):
+        low, high = paired_miou_interval(last["per_image_confusion"],
+                                         first["per_image_confusion"])
+        change["interval"] = [100 * low, 100 * high]
+    return change
 
 
-def plateaued(curve: list[dict], min_chunks: int, plateau_points: float) -> bool:
-    """The plateau rule: at least `min_chunks` evaluations, and the mIoU gained over the last
-    fifth of the steps below `plateau_points`."""
-    if len(curve) < min_chunks:
-        return False
-    gain = last_fifth_gain(curve)
-    return gain is not None and gain < plateau_points
+def plateaued(change: dict | None, plateau_points: float) -> bool:
+    """The plateau rule: the mIoU changed by less than `plateau_points` either way over the
+    last fifth of training (a fall is no plateau: the curve is noisy or unstable there)."""
+    return change is not None and abs(change["gain"]) < plateau_points
 
 
 def run_study(options: StudyOptions) -> dict:
@@ -542,21 +558,51 @@ def headline(points: list[dict]) -> list[str]:
     return lines
 
 
-def validity(points: list[dict]) -> list[str]:
-    """A warning when a narrower plan trained from scratch (the same total steps as the
-    control) beats the full-width control: the source then is not trained, and drops against
-    it do not measure what pruning costs."""
+def source_change(source: dict) -> dict | None:
+    """The source's change over the last fifth (recomputed from the curve for points made
+    before the study recorded it)."""
+    return source["last_fifth"] if "last_fifth" in source else last_fifth(source["curve"])
+
+
+def plateau_text(source: dict, plateau_points: float) -> str:
+    """The plateau rule and how the source's curve meets it."""
+    change = source_change(source)
+    rule = (f"plateau rule: the val mIoU changes by less than {plateau_points:g} point either "
+            f"way over the last fifth of training")
+    if change is None:
+        return f"{rule}: NOT met, no evaluation before the last fifth"
+    bracket = ("" if "interval" not in change else
+               " [{:+.2f}, {:+.2f}]".format(*change["interval"]))
+    verdict = "met" if plateaued(change, plateau_points) else "NOT met"
+    return (f"{rule}: {verdict}, {change['gain']:+.2f} points{bracket} from step "
+            f"{change['from_step']} to {source['steps']}")
+
+
+def validity(points: list[dict], plateau_points: float) -> list[str]:
+    """Warnings that the drops do not measure what pruning costs: the source did not plateau
+    (still rising, or falling), or a narrower plan trained from scratch (the same total steps
+    as the control) beats the full-width control, so the source is not trained."""
+    source = next(p for p in points if p["kind"] == "source")
     control = next(p for p in points if p["kind"] == "control")
+    warnings = []
+    change = source_change(source)
+    if not plateaued(change, plateau_points):
+        reason = ("no evaluation came before the last fifth" if change is None else
+                  f"its val mIoU {'rose' if change['gain'] > 0 else 'fell'} "
+                  f"{abs(change['gain']):.2f} points over the last fifth of training")
+        warnings += [f"**Not evidence: the source did not plateau**: {reason} (the rule: less "
+                     f"than {plateau_points:g} either way); a longer source (`--source_steps`) "
+                     f"in a new `--output_dir` is the next run.", ""]
     beaten = [p for p in points if p["kind"] == "scratch" and p["miou"] > control["miou"]]
-    if not beaten:
-        return []
-    best = max(beaten, key=lambda p: p["miou"])
-    return ["**Not evidence of what pruning costs**: the keep "
-            f"{best['keep']:g} plan trained from scratch for the same total steps scores "
-            f"{100 * best['miou']:.2f}%, above the full-width control's "
-            f"{100 * control['miou']:.2f}% ({len(beaten)} of the scratch plans beat it): the "
-            "source is not trained at this budget (its plateau is a stall, not convergence), "
-            "so the drops below compare under-trained models.", ""]
+    if beaten:
+        best = max(beaten, key=lambda p: p["miou"])
+        warnings += ["**Not evidence of what pruning costs**: the keep "
+                     f"{best['keep']:g} plan trained from scratch for the same total steps "
+                     f"scores {100 * best['miou']:.2f}%, above the full-width control's "
+                     f"{100 * control['miou']:.2f}% ({len(beaten)} of the scratch plans beat "
+                     "it): the source is not trained at this budget, so the drops below "
+                     "compare under-trained models.", ""]
+    return warnings
 
 
 def study_markdown(results: dict, seconds: float) -> str:
@@ -567,27 +613,17 @@ def study_markdown(results: dict, seconds: float) -> str:
     control = next(p for p in points if p["kind"] == "control")
     scratch = {p["keep"]: p for p in points if p["kind"] == "scratch"}
     o = results["options"]
-    warning, answers = validity(points), headline(points)
-    gain = last_fifth_gain(source["curve"])
-    # A rule met by a fall says the curve is noisy or unstable there, not that it converged.
-    gain_text = "no evaluation before the last fifth" if gain is None else (
-        f"{gain:+.2f} points over the last fifth")
-    if source["plateau_met"] and gain is not None and gain < -o["plateau_points"]:
-        gain_text += (f"; it fell {-gain:.2f} points: the rule is met by a noisy or unstable "
-                      f"curve, not by convergence")
+    warning, answers = validity(points, o["plateau_points"]), headline(points)
     if warning:
-        answers[0] += " (an under-trained source: not evidence, see above)"
+        answers[0] += " (not evidence, see above)"
     total = sum(p.get("seconds", 0) for p in points) + sum(
         p.get("seconds", 0) for p in latencies.values())
     lines = ["# Pruning study: what pruning costs at equal training", "",
              f"The full-width (fs={o['filter_scale']:g}) source trained on "
              f"{'x'.join(map(str, o['crop_size']))} crops of {o['train_scenes']} synthetic "
              f"scenes at {'x'.join(map(str, o['scene_size']))}, batch {o['batch_size']}, "
-             f"until its val mIoU plateaued: {source['steps']} steps (plateau rule: less than "
-             f"{o['plateau_points']:g} point gained over the last fifth of training, after at "
-             f"least {o['min_chunks']} chunks of {o['chunk_steps']} steps: "
-             f"{'met' if source['plateau_met'] else 'NOT met (stopped at max_steps)'}, "
-             f"{gain_text}). Every "
+             f"{source['steps']} steps (its whole poly schedule), evaluated every "
+             f"{o['chunk_steps']} steps ({plateau_text(source, o['plateau_points'])}). Every "
              f"pruned point is fine-tuned {control['steps']} steps (a tenth of the source's) and "
              f"compared with the equal-budget control, the source fine-tuned the same "
              f"{control['steps']} steps ({100 * control['miou']:.2f}%). mIoU on "

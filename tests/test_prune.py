@@ -378,7 +378,7 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
             str(tmp_path / "study"), "--work_dir", str(tmp_path / "work"), "--filter_scale",
             "0.125", "--scene_size", "192x256", "--input_size", "193x257", "--train_scenes", "8",
             "--val_scenes", "1", "--crop_size", "161x161", "--batch_size", "2",
-            "--chunk_steps", "2", "--min_chunks", "2", "--max_steps", "4", "--keeps", "0.5",
+            "--chunk_steps", "2", "--source_steps", "4", "--keeps", "0.5",
             "--criteria", "l1,random", "--noprogressive", "--threads", "1",
             "--budgets", "keep1,0.001", "--round_to", "2"]
     # The targeted points' latency table, proportional to the FLOPs (no conv timing here),
@@ -400,9 +400,15 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
         results = json.load(f)
     source = next(p for p in results["points"] if p["kind"] == "source")
     assert source["steps"] == 4 and [c["step"] for c in source["curve"]] == [2, 4]
+    # The plateau rule checked on the whole schedule's curve: steps 2 to 4, with the change's
+    # interval over the val scenes, in the point and in STUDY.md.
+    change = source["last_fifth"]
+    assert change["from_step"] == 2 and change["interval"][0] <= change["interval"][1]
+    assert source["plateau_met"] == (abs(change["gain"]) < 0.5)
     control = next(p for p in results["points"] if p["kind"] == "control")
     assert control["steps"] == 1  # a tenth of the source's steps, at least one
     text = (study / "STUDY.md").read_text()
+    assert f"{change['gain']:+.2f} points [" in text and "from step 2 to 4" in text
     assert "| 0.5 | l1 | one shot |" in text and "| 0.5 | random | one shot |" in text
     assert "vs equal-budget control" in text and "![mIoU against int8 latency](pareto.png)" in text
     assert "- keep 0.5, l1: " in text and "points lost against the equal-budget control" in text
@@ -460,32 +466,51 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
 
 
 def test_the_study_says_when_its_source_is_not_trained():
-    from benchmarks.pruning_study_lib import StudyOptions, plateaued, study_markdown, validity
+    from benchmarks.pruning_study_lib import (StudyOptions, last_fifth, plateaued,
+                                              study_markdown, validity)
 
+    flat = [{"step": s, "miou": 0.2} for s in (100, 200, 300, 400, 500)]
+    source = {"kind": "source", "keep": 1.0, "steps": 500, "miou": 0.2, "curve": flat,
+              "params": 1, "gflops": 1.0, "criterion": None, "schedule": None}
     control = {"kind": "control", "keep": 1.0, "miou": 0.117}
     scratch = [{"kind": "scratch", "keep": k, "miou": m} for k, m in ((0.5, 0.228), (0.25, 0.1))]
-    warning = validity([control, *scratch])
-    assert "Not evidence" in warning[0] and "keep 0.5 plan trained from scratch" in warning[0]
+    warning = validity([source, control, *scratch], 0.5)
+    assert len(warning) == 2 and "Not evidence of what pruning costs" in warning[0]
     assert "22.80%, above the full-width control's 11.70% (1 of the scratch plans" in warning[0]
-    assert validity([control, {**scratch[0], "miou": 0.11}]) == []
-    # The rule itself: a flat curve after enough evaluations counts as a plateau (hence the
-    # warning above), a rising one does not.
-    flat = [{"step": s, "miou": 0.086} for s in (100, 200, 300)]
-    assert plateaued(flat, 3, 0.5) and not plateaued(flat[:2], 3, 0.5)
-    assert not plateaued([*flat[:2], {"step": 300, "miou": 0.1}], 3, 0.5)
-    # A fall meets the rule too, and the report says what met it.
-    fall = [*flat[:2], {"step": 300, "miou": 0.2}, {"step": 400, "miou": 0.15}]
-    assert plateaued(fall, 3, 0.5)
-    source = {"kind": "source", "keep": 1.0, "steps": 400, "miou": 0.15, "curve": fall,
-              "plateau_met": True, "params": 1, "gflops": 1.0, "criterion": None,
-              "schedule": None}
+    assert validity([source, control, {**scratch[0], "miou": 0.11}], 0.5) == []
+    # The rule: the change from the latest evaluation at or before 80% of the steps to the
+    # last, less than 0.5 point either way. A rise is no plateau, nor is a fall.
+    assert last_fifth(flat) == {"from_step": 400, "gain": 0.0}
+    assert plateaued(last_fifth(flat), 0.5) and not plateaued(last_fifth(flat[:1]), 0.5)
+    rising = [*flat[:4], {"step": 500, "miou": 0.21}]
+    falling = [*flat[:4], {"step": 500, "miou": 0.15}]
+    assert last_fifth(rising)["gain"] == pytest.approx(1.0)
+    assert not plateaued(last_fifth(rising), 0.5) and not plateaued(last_fifth(falling), 0.5)
+    warning = validity([{**source, "curve": falling}, control], 0.5)
+    assert warning[0].startswith("**Not evidence: the source did not plateau**: its val mIoU "
+                                 "fell 5.00 points over the last fifth of training")
+    # With per-scene matrices, the change carries its paired interval, and STUDY.md states it.
+    matrices = np.zeros((3, 19, 19))
+    matrices[:, 0, 0], matrices[:, 1, 1], matrices[:, 0, 1] = 90, 80, 10
+    better = matrices.copy()
+    better[:, 0, 1], better[:, 0, 0] = 5, 95
+    change = last_fifth([{"step": 400, "miou": 0.8, "per_image_confusion": matrices.tolist()},
+                         {"step": 500, "miou": 0.85, "per_image_confusion": better.tolist()}])
+    low, high = change["interval"]
+    assert 0 < low <= high  # the same improvement on every scene
     options = dataclasses.asdict(StudyOptions(output_dir="", work_dir=""))
-    text_points = [source, {**control, "steps": 40, "params": 1, "gflops": 1.0,
-                            "criterion": None, "schedule": None}]
+    text_points = [{**source, "curve": rising, "last_fifth": {**last_fifth(rising),
+                                                              "interval": [0.4, 1.6]}},
+                   {**control, "steps": 50, "params": 1, "gflops": 1.0, "criterion": None,
+                    "schedule": None}]
     text = study_markdown({"points": text_points, "latency": {}, "targeted": [],
                            "options": options}, 60)
-    assert "met, -5.00 points over the last fifth; it fell 5.00 points" in text
-    one = {**source, "curve": fall[-1:], "plateau_met": False}
-    text = study_markdown({"points": [one, *text_points[1:]], "latency": {}, "targeted": [],
-                           "options": options}, 60)
-    assert "NOT met (stopped at max_steps), no evaluation before the last fifth)" in text
+    assert ("less than 0.5 point either way over the last fifth of training: NOT met, +1.00 "
+            "points [+0.40, +1.60] from step 400 to 500") in text
+    assert "**Not evidence: the source did not plateau**: its val mIoU rose 1.00" in text
+    assert "(not evidence, see above)" in text
+    text = study_markdown({"points": [{**source, "curve": flat}, *text_points[1:]],
+                           "latency": {}, "targeted": [], "options": options}, 60)
+    assert ": met, +0.00 points from step 400 to 500" in text and "Not evidence" not in text
+    with pytest.raises(ValueError, match="chunk_steps must be at most 80% of source_steps"):
+        StudyOptions(output_dir="", work_dir="", chunk_steps=100, source_steps=110)
