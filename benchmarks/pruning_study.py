@@ -1,8 +1,9 @@
 r"""The pruning study: accuracy against latency for every keep and criterion, at equal
-training budget, from a source trained to its plateau (benchmarks.pruning_study_lib).
+training budget, from a source trained its whole schedule and checked for a plateau
+(benchmarks.pruning_study_lib).
 
 Examples:
-  # The full study (about 6 hours of compute on 2 AVX2 cores; rerun the same command to
+  # The full study (about 5 hours of compute on 2 AVX2 cores; rerun the same command to
   # continue where it stopped):
   python -m benchmarks.pruning_study --output_dir reports/pruning
   # A quick run on a tiny model (make test runs it with --budgets keep1,0.001 --round_to 2):

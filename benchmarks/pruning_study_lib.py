@@ -62,12 +62,15 @@ TIMING_ROUNDS = 3
 # The options that choose which points there are, not how any point is measured: a rerun may
 # change them (add a keep, drop the budgets) and keep every finished point.
 SELECTION = ("keeps", "criteria", "progressive", "scratch", "budgets")
+# Settings of earlier versions of the study (the source stopped early at a plateau): a study
+# recorded with them cannot be continued.
+RETIRED = ("max_steps", "min_chunks")
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyOptions:
     """What the study trains and measures (defaults: the full study; on a 2-core AVX2 CPU
-    about 6 hours of compute, 2 of them the source's)."""
+    about 5 hours of compute, 1.3 of them the source's)."""
 
     output_dir: str
     work_dir: str
@@ -99,6 +102,8 @@ class StudyOptions:
                      "threads", "timing_runs", "calibration_images", "round_to"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.plateau_points <= 0:
+            raise ValueError(f"plateau_points must be > 0, got {self.plateau_points}")
         if self.chunk_steps > 0.8 * self.source_steps:
             raise ValueError(f"chunk_steps must be at most 80% of source_steps "
                              f"({self.source_steps}) for the plateau rule to have an "
@@ -152,9 +157,16 @@ class Study:
             if not os.path.isfile(path):
                 continue
             with open(path) as f:
-                # A setting added after the study began counts as its default there.
-                recorded = measurement({**settings(dataclasses.asdict(StudyOptions("", ""))),
-                                        **json.load(f)})
+                recorded = json.load(f)
+            retired = sorted(set(RETIRED) & recorded.keys())
+            if retired:
+                raise OptionError(flag, f"{getattr(self.options, flag)} holds a study made by "
+                                  f"an earlier version (its {', '.join(retired)}: the source "
+                                  f"stopped early); it cannot be continued: use a new "
+                                  f"--output_dir and --work_dir")
+            # A setting added after the study began counts as its default there.
+            recorded = measurement({**settings(dataclasses.asdict(StudyOptions("", ""))),
+                                    **recorded})
             changed = sorted(k for k in measurement(setup).keys() | recorded.keys()
                              if setup.get(k) != recorded.get(k))
             if changed:
@@ -469,10 +481,9 @@ def last_fifth(curve: list[dict]) -> dict | None:
         return None
     first = earlier[-1]
     change = {"from_step": first["step"], "gain": 100 * (last["miou"] - first["miou"])}
-    if last.get("per_image_confusion") and first.get("per_image_confusion"):
-        low, high = paired_miou_interval(last["per_image_confusion"],
-                                         first["per_image_confusion"])
-        change["interval"] = [100 * low, 100 * high]
+    bounds = paired_interval(last, first)
+    if bounds is not None:
+        change["interval"] = bounds
     return change
 
 
@@ -519,13 +530,23 @@ def _ms(latencies: dict, keep: float) -> str:
     return "n/a" if point is None else f"{point['median_s'] * 1e3:.1f} ms"
 
 
-def interval(a: dict, b: dict) -> str:
-    """" [low, high]": the 95% paired bootstrap interval, in points, of a's mIoU minus b's over
-    the val scenes, when both points hold their per-scene matrices of the same scenes."""
+def paired_interval(a: dict, b: dict) -> list[float] | None:
+    """[low, high]: the 95% paired bootstrap interval, in points, of a's mIoU minus b's over
+    the val scenes, when both hold their per-scene matrices of the same scenes (else None)."""
     if not (a.get("per_image_confusion") and b.get("per_image_confusion")):
-        return ""
+        return None
     low, high = paired_miou_interval(a["per_image_confusion"], b["per_image_confusion"])
-    return f" [{100 * low:+.2f}, {100 * high:+.2f}]"
+    return [100 * low, 100 * high]
+
+
+def bracket(bounds: list[float] | None) -> str:
+    """" [low, high]" of an interval in points, or nothing."""
+    return "" if bounds is None else f" [{bounds[0]:+.2f}, {bounds[1]:+.2f}]"
+
+
+def interval(a: dict, b: dict) -> str:
+    """The bracketed paired interval of a's mIoU minus b's (see paired_interval)."""
+    return bracket(paired_interval(a, b))
 
 
 def _drop(points: list[dict], keep: float, criterion: str) -> float | None:
@@ -558,41 +579,29 @@ def headline(points: list[dict]) -> list[str]:
     return lines
 
 
-def source_change(source: dict) -> dict | None:
-    """The source's change over the last fifth (recomputed from the curve for points made
-    before the study recorded it)."""
-    return source["last_fifth"] if "last_fifth" in source else last_fifth(source["curve"])
-
-
 def plateau_text(source: dict, plateau_points: float) -> str:
-    """The plateau rule and how the source's curve meets it."""
-    change = source_change(source)
-    rule = (f"plateau rule: the val mIoU changes by less than {plateau_points:g} point either "
-            f"way over the last fifth of training")
-    if change is None:
-        return f"{rule}: NOT met, no evaluation before the last fifth"
-    bracket = ("" if "interval" not in change else
-               " [{:+.2f}, {:+.2f}]".format(*change["interval"]))
-    verdict = "met" if plateaued(change, plateau_points) else "NOT met"
-    return (f"{rule}: {verdict}, {change['gain']:+.2f} points{bracket} from step "
+    """The plateau rule and how the source's curve met it (as its point records)."""
+    change = source["last_fifth"]
+    return (f"plateau rule: the val mIoU changes by less than {plateau_points:g} point either "
+            f"way over the last fifth of training: {'met' if source['plateau_met'] else 'NOT met'}"
+            f", {change['gain']:+.2f} points{bracket(change.get('interval'))} from step "
             f"{change['from_step']} to {source['steps']}")
 
 
 def validity(points: list[dict], plateau_points: float) -> list[str]:
     """Warnings that the drops do not measure what pruning costs: the source did not plateau
-    (still rising, or falling), or a narrower plan trained from scratch (the same total steps
+    (still rising, or unstable), or a narrower plan trained from scratch (the same total steps
     as the control) beats the full-width control, so the source is not trained."""
     source = next(p for p in points if p["kind"] == "source")
     control = next(p for p in points if p["kind"] == "control")
     warnings = []
-    change = source_change(source)
-    if not plateaued(change, plateau_points):
-        reason = ("no evaluation came before the last fifth" if change is None else
-                  f"its val mIoU {'rose' if change['gain'] > 0 else 'fell'} "
-                  f"{abs(change['gain']):.2f} points over the last fifth of training")
-        warnings += [f"**Not evidence: the source did not plateau**: {reason} (the rule: less "
-                     f"than {plateau_points:g} either way); a longer source (`--source_steps`) "
-                     f"in a new `--output_dir` is the next run.", ""]
+    if not source["plateau_met"]:
+        gain = source["last_fifth"]["gain"]
+        warnings += [f"**Not evidence: the source did not plateau**: its val mIoU "
+                     f"{'rose' if gain >= 0 else 'fell'} {abs(gain):.2f} points over the last "
+                     f"fifth of training (the rule: less than {plateau_points:g} either way); "
+                     f"the next run: a longer source (`--source_steps`) in a new "
+                     f"`--output_dir` and `--work_dir`.", ""]
     beaten = [p for p in points if p["kind"] == "scratch" and p["miou"] > control["miou"]]
     if beaten:
         best = max(beaten, key=lambda p: p["miou"])
@@ -749,7 +758,7 @@ def write_outputs(results: dict, output_dir: str, seconds: float) -> None:
         right.plot([c[0] for c in source["loss_curve"]], [c[1] for c in source["loss_curve"]],
                    color="tab:gray", alpha=0.6, label="training loss")
         right.set_ylabel("total training loss", color="tab:gray")
-    left.set_title("the source's training until the plateau")
+    left.set_title("the source's training (its whole poly schedule)")
     left.grid(True, alpha=0.3)
     _save(figure, os.path.join(output_dir, "source_curve.png"))
     # The per-scene matrices stay in points/.

@@ -431,12 +431,18 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     assert f"| keep1 | {fast['target_ms']:.1f} ms | {fast['params']:,} |" in text
     for name in ("pareto.png", "source_curve.png"):
         assert (study / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # A rerun redoes nothing: every point is kept.
+    # A rerun redoes only the missing points. The source's curve is kept in its model
+    # directory, so a source whose training finished is not trained again.
     (study / "points" / "pruned_0.5_random.json").unlink()
+    source_point = json.loads((study / "points" / "source.json").read_text())
+    (study / "points" / "source.json").unlink()
     again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     done = [line for line in again.stderr.splitlines() if "study: point" in line]
-    assert len(done) == 1 and "pruned_0.5_random" in done[0]
+    assert len(done) == 2 and "source" in done[0] and "pruned_0.5_random" in done[1]
+    assert "study: source at step" not in again.stderr
+    again_point = json.loads((study / "points" / "source.json").read_text())
+    assert {**again_point, "seconds": 0} == {**source_point, "seconds": 0}
     # Other settings into the same study are refused: its points would mix two setups.
     other = [a if a != "2" or args[i - 1] != "--batch_size" else "4" for i, a in enumerate(args)]
     refused = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -465,19 +471,24 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     assert "holds no checkpoint of it" in gone.stderr.strip().splitlines()[-1]
 
 
-def test_the_study_says_when_its_source_is_not_trained():
-    from benchmarks.pruning_study_lib import (StudyOptions, last_fifth, plateaued,
+def test_the_study_says_when_its_source_is_not_trained(tmp_path):
+    from benchmarks.pruning_study_lib import (Study, StudyOptions, last_fifth, plateaued,
                                               study_markdown, validity)
 
+    def source_of(curve):
+        change = last_fifth(curve)
+        return {"kind": "source", "keep": 1.0, "steps": curve[-1]["step"],
+                "miou": curve[-1]["miou"], "curve": curve, "last_fifth": change,
+                "plateau_met": plateaued(change, 0.5), "params": 1, "gflops": 1.0,
+                "criterion": None, "schedule": None}
+
     flat = [{"step": s, "miou": 0.2} for s in (100, 200, 300, 400, 500)]
-    source = {"kind": "source", "keep": 1.0, "steps": 500, "miou": 0.2, "curve": flat,
-              "params": 1, "gflops": 1.0, "criterion": None, "schedule": None}
     control = {"kind": "control", "keep": 1.0, "miou": 0.117}
     scratch = [{"kind": "scratch", "keep": k, "miou": m} for k, m in ((0.5, 0.228), (0.25, 0.1))]
-    warning = validity([source, control, *scratch], 0.5)
+    warning = validity([source_of(flat), control, *scratch], 0.5)
     assert len(warning) == 2 and "Not evidence of what pruning costs" in warning[0]
     assert "22.80%, above the full-width control's 11.70% (1 of the scratch plans" in warning[0]
-    assert validity([source, control, {**scratch[0], "miou": 0.11}], 0.5) == []
+    assert validity([source_of(flat), control, {**scratch[0], "miou": 0.11}], 0.5) == []
     # The rule: the change from the latest evaluation at or before 80% of the steps to the
     # last, less than 0.5 point either way. A rise is no plateau, nor is a fall.
     assert last_fifth(flat) == {"from_step": 400, "gain": 0.0}
@@ -486,7 +497,7 @@ def test_the_study_says_when_its_source_is_not_trained():
     falling = [*flat[:4], {"step": 500, "miou": 0.15}]
     assert last_fifth(rising)["gain"] == pytest.approx(1.0)
     assert not plateaued(last_fifth(rising), 0.5) and not plateaued(last_fifth(falling), 0.5)
-    warning = validity([{**source, "curve": falling}, control], 0.5)
+    warning = validity([source_of(falling), control], 0.5)
     assert warning[0].startswith("**Not evidence: the source did not plateau**: its val mIoU "
                                  "fell 5.00 points over the last fifth of training")
     # With per-scene matrices, the change carries its paired interval, and STUDY.md states it.
@@ -499,18 +510,27 @@ def test_the_study_says_when_its_source_is_not_trained():
     low, high = change["interval"]
     assert 0 < low <= high  # the same improvement on every scene
     options = dataclasses.asdict(StudyOptions(output_dir="", work_dir=""))
-    text_points = [{**source, "curve": rising, "last_fifth": {**last_fifth(rising),
-                                                              "interval": [0.4, 1.6]}},
-                   {**control, "steps": 50, "params": 1, "gflops": 1.0, "criterion": None,
-                    "schedule": None}]
+    rose = source_of(rising)
+    rose["last_fifth"]["interval"] = [0.4, 1.6]
+    text_points = [rose, {**control, "steps": 50, "params": 1, "gflops": 1.0,
+                          "criterion": None, "schedule": None}]
     text = study_markdown({"points": text_points, "latency": {}, "targeted": [],
                            "options": options}, 60)
     assert ("less than 0.5 point either way over the last fifth of training: NOT met, +1.00 "
             "points [+0.40, +1.60] from step 400 to 500") in text
     assert "**Not evidence: the source did not plateau**: its val mIoU rose 1.00" in text
     assert "(not evidence, see above)" in text
-    text = study_markdown({"points": [{**source, "curve": flat}, *text_points[1:]],
+    text = study_markdown({"points": [source_of(flat), *text_points[1:]],
                            "latency": {}, "targeted": [], "options": options}, 60)
     assert ": met, +0.00 points from step 400 to 500" in text and "Not evidence" not in text
     with pytest.raises(ValueError, match="chunk_steps must be at most 80% of source_steps"):
         StudyOptions(output_dir="", work_dir="", chunk_steps=100, source_steps=110)
+    with pytest.raises(ValueError, match="plateau_points must be > 0, got 0"):
+        StudyOptions(output_dir="", work_dir="", plateau_points=0)
+    # A study recorded by the earlier version (its source stopped early) cannot be continued.
+    old = tmp_path / "old" / "points"
+    old.mkdir(parents=True)
+    (old / "setup.json").write_text(json.dumps({"max_steps": 600, "min_chunks": 3}))
+    with pytest.raises(OptionError, match="made by an earlier version .its max_steps, "
+                                          "min_chunks: the source stopped early"):
+        Study(StudyOptions(output_dir=str(tmp_path / "old"), work_dir=str(tmp_path / "w")))
