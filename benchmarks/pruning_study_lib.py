@@ -15,13 +15,15 @@ redoes only what is missing, on this machine or a fresh one):
 3. The equal-budget control: the source fine-tuned for F = source steps / 10.
 4. Pruned points: every keep x criterion, one shot, fine-tuned F steps; plus 0.75 -> 0.5
    progressive (l1, F/2 steps per stage).
-5. From-scratch controls: every pruned plan trained from scratch for the source's steps + F.
-6. Every point evaluated on the same val scenes, and every plan timed as an int8 TFLite under
+5. Every point evaluated on the same val scenes, and every plan timed as an int8 TFLite under
    XNNPACK (`threads`, calibrated on training scenes, in a worker process) at the input size.
-7. Targeted points: the source pruned to a latency budget on that same target (deploy.prune's
+6. Targeted points: the source pruned to a latency budget on that same target (deploy.prune's
    search, l1, scored by the criterion alone), fine-tuned F steps like every pruned point and
    timed interleaved with the uniform plan whose latency it targets (`keep0.5`) or alone (a
    budget in ms); an unreachable budget is recorded as such.
+7. From-scratch controls: every pruned plan trained from scratch for the source's steps + F.
+   Last: they alone do not start from the source's model, which lives in `<work>` only, so a
+   run cut off here can be finished on a fresh machine.
 """
 
 from __future__ import annotations
@@ -289,7 +291,8 @@ class Study:
             raise OptionError("work_dir", f"{self.points_dir} records a finished source but "
                               f"{model_dir} holds no checkpoint of it; the missing points "
                               f"pruned or fine-tuned from it need that same source: rerun "
-                              f"with the --work_dir that trained it, or start over in a new "
+                              f"with the --work_dir that trained it, leave them out (the "
+                              f"targeted points: --budgets ''), or start over in a new "
                               f"--output_dir")
         return model_dir
 
@@ -509,12 +512,13 @@ def run_study(options: StudyOptions) -> dict:
     points += [study.pruned(source, (keep,), criterion) for keep, criterion in one_shot]
     if options.progressive and 0.75 in options.keeps and 0.5 in options.keeps:
         points.append(study.pruned(source, (0.75, 0.5), "l1"))
+    # The from-scratch controls last (step 7).
+    latencies = {p["keep"]: p for p in (study.latency(keep) for keep in (1.0, *options.keeps))}
+    targeted = [study.targeted(source, budget, latencies) for budget in options.budgets]
     if options.scratch:
         for keep in sorted(options.keeps, key=lambda keep: keep != 0.5):
             study.scratch(source, keep)
         points += [study.scratch(source, keep) for keep in options.keeps]
-    latencies = {p["keep"]: p for p in (study.latency(keep) for keep in (1.0, *options.keeps))}
-    targeted = [study.targeted(source, budget, latencies) for budget in options.budgets]
     results = {"points": points, "latency": latencies, "targeted": targeted,
                "options": dataclasses.asdict(options)}
     write_outputs(results, options.output_dir, time.time() - begin)
@@ -589,9 +593,10 @@ def plateau_text(source: dict, plateau_points: float) -> str:
 
 
 def validity(points: list[dict], plateau_points: float) -> list[str]:
-    """Warnings that the drops do not measure what pruning costs: the source did not plateau
-    (still rising, or unstable), or a narrower plan trained from scratch (the same total steps
-    as the control) beats the full-width control, so the source is not trained."""
+    """Warnings on what the drops measure: not evidence when the source did not plateau (still
+    rising, or unstable); and when a narrower plan trained from scratch (the same total steps
+    as the control) beats the full-width control, that the width buys nothing at this budget:
+    the source is under-trained (no plateau) or, plateaued, gains nothing from its width."""
     source = next(p for p in points if p["kind"] == "source")
     control = next(p for p in points if p["kind"] == "control")
     warnings = []
@@ -605,12 +610,22 @@ def validity(points: list[dict], plateau_points: float) -> list[str]:
     beaten = [p for p in points if p["kind"] == "scratch" and p["miou"] > control["miou"]]
     if beaten:
         best = max(beaten, key=lambda p: p["miou"])
-        warnings += ["**Not evidence of what pruning costs**: the keep "
-                     f"{best['keep']:g} plan trained from scratch for the same total steps "
-                     f"scores {100 * best['miou']:.2f}%, above the full-width control's "
-                     f"{100 * control['miou']:.2f}% ({len(beaten)} of the scratch plans beat "
-                     "it): the source is not trained at this budget, so the drops below "
-                     "compare under-trained models.", ""]
+        lead = (f"the keep {best['keep']:g} plan trained from scratch for the same total steps "
+                f"scores {100 * best['miou']:.2f}%, above the full-width control's "
+                f"{100 * control['miou']:.2f}% "
+                f"({100 * (best['miou'] - control['miou']):+.2f} pt{interval(best, control)}; "
+                f"{len(beaten)} of the scratch plans beat it)")
+        if source["plateau_met"]:
+            warnings += [f"**The width buys nothing at this budget**: {lead}, though the "
+                         "source plateaued: on this data the full width does not raise "
+                         "accuracy, so the drops below are what pruning and its short "
+                         "fine-tune lose against the trained source (what a user who has one "
+                         "pays), not what the narrower width costs; trained from scratch, the "
+                         "narrower plan does better.", ""]
+        else:
+            warnings += [f"**Not evidence of what pruning costs**: {lead}: the source is not "
+                         "trained at this budget, so the drops below compare under-trained "
+                         "models.", ""]
     return warnings
 
 
@@ -623,7 +638,7 @@ def study_markdown(results: dict, seconds: float) -> str:
     scratch = {p["keep"]: p for p in points if p["kind"] == "scratch"}
     o = results["options"]
     warning, answers = validity(points, o["plateau_points"]), headline(points)
-    if warning:
+    if not source["plateau_met"]:
         answers[0] += " (not evidence, see above)"
     total = sum(p.get("seconds", 0) for p in points) + sum(
         p.get("seconds", 0) for p in latencies.values())

@@ -485,10 +485,17 @@ def test_the_study_says_when_its_source_is_not_trained(tmp_path):
     flat = [{"step": s, "miou": 0.2} for s in (100, 200, 300, 400, 500)]
     control = {"kind": "control", "keep": 1.0, "miou": 0.117}
     scratch = [{"kind": "scratch", "keep": k, "miou": m} for k, m in ((0.5, 0.228), (0.25, 0.1))]
+    # A narrower plan from scratch beating the control: under a plateaued source the width
+    # buys nothing (the drops still measure pruning against the trained source); without a
+    # plateau the source is under-trained.
     warning = validity([source_of(flat), control, *scratch], 0.5)
-    assert len(warning) == 2 and "Not evidence of what pruning costs" in warning[0]
-    assert "22.80%, above the full-width control's 11.70% (1 of the scratch plans" in warning[0]
+    assert len(warning) == 2 and warning[0].startswith("**The width buys nothing at this budget")
+    assert ("22.80%, above the full-width control's 11.70% (+11.10 pt; 1 of the scratch plans"
+            in warning[0])
     assert validity([source_of(flat), control, {**scratch[0], "miou": 0.11}], 0.5) == []
+    unstable = validity([source_of([*flat[:4], {"step": 500, "miou": 0.15}]), control,
+                         *scratch], 0.5)
+    assert len(unstable) == 4 and unstable[2].startswith("**Not evidence of what pruning costs")
     # The rule: the change from the latest evaluation at or before 80% of the steps to the
     # last, less than 0.5 point either way. A rise is no plateau, nor is a fall.
     assert last_fifth(flat) == {"from_step": 400, "gain": 0.0}
@@ -523,6 +530,11 @@ def test_the_study_says_when_its_source_is_not_trained(tmp_path):
     text = study_markdown({"points": [source_of(flat), *text_points[1:]],
                            "latency": {}, "targeted": [], "options": options}, 60)
     assert ": met, +0.00 points from step 400 to 500" in text and "Not evidence" not in text
+    beaten = {**scratch[0], "steps": 550, "params": 1, "gflops": 1.0, "criterion": None,
+              "schedule": None}
+    text = study_markdown({"points": [source_of(flat), *text_points[1:], beaten],
+                           "latency": {}, "targeted": [], "options": options}, 60)
+    assert "The width buys nothing at this budget" in text and "not evidence" not in text
     with pytest.raises(ValueError, match="chunk_steps must be at most 80% of source_steps"):
         StudyOptions(output_dir="", work_dir="", chunk_steps=100, source_steps=110)
     with pytest.raises(ValueError, match="plateau_points must be > 0, got 0"):
