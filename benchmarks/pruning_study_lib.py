@@ -139,6 +139,7 @@ class Study:
         self._check_same_study()
         self.scenes = os.path.join(options.work_dir, "scenes")
         self._train = self._val = None
+        self.made = 0  # the points this run made
 
     def _check_same_study(self) -> None:
         """Records the options (but where things go) in the output's points and in the work
@@ -196,6 +197,7 @@ class Study:
         atomic_write_bytes(os.path.join(self.points_dir, f"{name}.json"),
                            json.dumps(point, indent=1).encode())
         logging.info("study: point %s done", name)
+        self.made += 1
         return point
 
     def model_dir(self, name: str) -> str:
@@ -521,7 +523,7 @@ def run_study(options: StudyOptions) -> dict:
         points += [study.scratch(source, keep) for keep in options.keeps]
     results = {"points": points, "latency": latencies, "targeted": targeted,
                "options": dataclasses.asdict(options)}
-    write_outputs(results, options.output_dir, time.time() - begin)
+    write_outputs(results, options.output_dir, (study.made, time.time() - begin))
     return results
 
 
@@ -629,9 +631,9 @@ def validity(points: list[dict], plateau_points: float) -> list[str]:
     return warnings
 
 
-def study_markdown(results: dict, seconds: float) -> str:
+def study_markdown(results: dict, run: tuple[int, float]) -> str:
     """STUDY.md: the table (every point, its drop against the equal-budget control), the
-    source's plateau, and the plots."""
+    source's plateau, and the plots; `run`: the points the run writing it made, its seconds."""
     points, latencies = results["points"], results["latency"]
     source = next(p for p in points if p["kind"] == "source")
     control = next(p for p in points if p["kind"] == "control")
@@ -640,8 +642,8 @@ def study_markdown(results: dict, seconds: float) -> str:
     warning, answers = validity(points, o["plateau_points"]), headline(points)
     if not source["plateau_met"]:
         answers[0] += " (not evidence, see above)"
-    total = sum(p.get("seconds", 0) for p in points) + sum(
-        p.get("seconds", 0) for p in latencies.values())
+    timed = [*points, *latencies.values(), *(results.get("targeted") or [])]
+    total = sum(p.get("seconds", 0) for p in timed)
     lines = ["# Pruning study: what pruning costs at equal training", "",
              f"The full-width (fs={o['filter_scale']:g}) source trained on "
              f"{'x'.join(map(str, o['crop_size']))} crops of {o['train_scenes']} synthetic "
@@ -653,9 +655,9 @@ def study_markdown(results: dict, seconds: float) -> str:
              f"{control['steps']} steps ({100 * control['miou']:.2f}%). mIoU on "
              f"{o['val_scenes']} val scenes at {'x'.join(map(str, o['input_size']))}; latency "
              f"of the plan as int8 TFLite under XNNPACK, {o['threads']} threads, median of "
-             f"{o['timing_runs']}. Compute time of all points: {total / 60:.1f} min (each "
-             f"point's own time, in whichever run made it); wall time of the run that finished "
-             f"the study: {seconds / 60:.1f} min. In brackets after a difference: its 95% "
+             f"{o['timing_runs']}. Wall time: {total / 60:.1f} min, the sum of every point's "
+             f"own time, in whichever run made it; the run that wrote this report made "
+             f"{run[0]} of its {len(timed)} points in {run[1] / 60:.1f} min. In brackets after a difference: its 95% "
              f"paired bootstrap interval over the val scenes (the same scenes resampled for "
              f"both models), the evaluation's noise (not the training's: one seed); points "
              f"made before the study kept per-scene matrices have none.", "", *warning,
@@ -729,7 +731,7 @@ def _save(figure, path: str) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def write_outputs(results: dict, output_dir: str, seconds: float) -> None:
+def write_outputs(results: dict, output_dir: str, run: tuple[int, float]) -> None:
     """STUDY.md, results.json, pareto.png (mIoU against latency, one series per criterion) and
     source_curve.png (val mIoU and loss against steps)."""
     import matplotlib
@@ -782,5 +784,5 @@ def write_outputs(results: dict, output_dir: str, seconds: float) -> None:
     atomic_write_bytes(os.path.join(output_dir, "results.json"),
                        json.dumps(summary, indent=1).encode())
     atomic_write_bytes(os.path.join(output_dir, "STUDY.md"),
-                       study_markdown(results, seconds).encode())
+                       study_markdown(results, run).encode())
     logging.info("study: wrote %s", os.path.join(output_dir, "STUDY.md"))

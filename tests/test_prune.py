@@ -522,18 +522,18 @@ def test_the_study_says_when_its_source_is_not_trained(tmp_path):
     text_points = [rose, {**control, "steps": 50, "params": 1, "gflops": 1.0,
                           "criterion": None, "schedule": None}]
     text = study_markdown({"points": text_points, "latency": {}, "targeted": [],
-                           "options": options}, 60)
+                           "options": options}, (2, 60))
     assert ("less than 0.5 point either way over the last fifth of training: NOT met, +1.00 "
             "points [+0.40, +1.60] from step 400 to 500") in text
     assert "**Not evidence: the source did not plateau**: its val mIoU rose 1.00" in text
     assert "(not evidence, see above)" in text
     text = study_markdown({"points": [source_of(flat), *text_points[1:]],
-                           "latency": {}, "targeted": [], "options": options}, 60)
+                           "latency": {}, "targeted": [], "options": options}, (2, 60))
     assert ": met, +0.00 points from step 400 to 500" in text and "Not evidence" not in text
     beaten = {**scratch[0], "steps": 550, "params": 1, "gflops": 1.0, "criterion": None,
               "schedule": None}
     text = study_markdown({"points": [source_of(flat), *text_points[1:], beaten],
-                           "latency": {}, "targeted": [], "options": options}, 60)
+                           "latency": {}, "targeted": [], "options": options}, (2, 60))
     assert "The width buys nothing at this budget" in text and "not evidence" not in text
     with pytest.raises(ValueError, match="chunk_steps must be at most 80% of source_steps"):
         StudyOptions(output_dir="", work_dir="", chunk_steps=100, source_steps=110)
