@@ -657,11 +657,11 @@ def study_markdown(results: dict, run: tuple[int, float]) -> str:
              f"of the plan as int8 TFLite under XNNPACK, {o['threads']} threads, median of "
              f"{o['timing_runs']}. Wall time: {total / 60:.1f} min, the sum of every point's "
              f"own time, in whichever run made it; the run that wrote this report made "
-             f"{run[0]} of its {len(timed)} points in {run[1] / 60:.1f} min. In brackets after a difference: its 95% "
-             f"paired bootstrap interval over the val scenes (the same scenes resampled for "
-             f"both models), the evaluation's noise (not the training's: one seed); points "
-             f"made before the study kept per-scene matrices have none.", "", *warning,
-             *answers, "",
+             f"{run[0]} of its {len(timed)} points in {run[1] / 60:.1f} min. In brackets "
+             f"after a difference: its 95% paired bootstrap interval over the val scenes "
+             f"(the same scenes resampled for both models), the evaluation's noise (not the "
+             f"training's: one seed); points made before the study kept per-scene matrices "
+             f"have none.", "", *warning, *answers, "",
              "| keep | criterion | schedule | params | GFLOPs | int8 latency | mIoU | vs "
              "equal-budget control | vs from scratch (same plan, same total steps) |",
              "|---|---|---|---|---|---|---|---|---|"]
