@@ -514,9 +514,9 @@ def run_study(options: StudyOptions) -> dict:
     points += [study.pruned(source, (keep,), criterion) for keep, criterion in one_shot]
     if options.progressive and 0.75 in options.keeps and 0.5 in options.keeps:
         points.append(study.pruned(source, (0.75, 0.5), "l1"))
-    # The from-scratch controls last (step 7).
     latencies = {p["keep"]: p for p in (study.latency(keep) for keep in (1.0, *options.keeps))}
     targeted = [study.targeted(source, budget, latencies) for budget in options.budgets]
+    # The from-scratch controls last (step 7).
     if options.scratch:
         for keep in sorted(options.keeps, key=lambda keep: keep != 0.5):
             study.scratch(source, keep)

@@ -526,6 +526,7 @@ def test_the_study_says_when_its_source_is_not_trained(tmp_path):
     assert ("less than 0.5 point either way over the last fifth of training: NOT met, +1.00 "
             "points [+0.40, +1.60] from step 400 to 500") in text
     assert "**Not evidence: the source did not plateau**: its val mIoU rose 1.00" in text
+    assert "the run that wrote this report made 2 of its 2 points in 1.0 min" in text
     assert "(not evidence, see above)" in text
     text = study_markdown({"points": [source_of(flat), *text_points[1:]],
                            "latency": {}, "targeted": [], "options": options}, (2, 60))
