@@ -24,8 +24,8 @@ from deploy.pruning import check_keep, model_groups, prune, prune_plan
 from icnet import exits
 from icnet.cli import parse_size
 from icnet.fileio import atomic_write_bytes
-from icnet.model import MIN_INPUT_SIZE, build_icnet
-from icnet.weights import model_weights
+from icnet.model import MIN_INPUT_SIZE
+from icnet.weights import initial_weights
 from train.common_flags import define_plan_flags, plan_from_flags
 
 define_plan_flags(filter_scale=2.0)
@@ -46,13 +46,13 @@ def _main() -> None:
     target = Target(FLAGS.target_runtime, FLAGS.target_quantization, FLAGS.target_threads, size)
     config, source = plan_from_flags()
     config = config.replace(batch_norm=False)
-    weights = model_weights(build_icnet(config, (MIN_INPUT_SIZE, MIN_INPUT_SIZE)))
+    weights = initial_weights(config)
     path = os.path.join(FLAGS.output_dir, os.path.basename(default_table_path(source, target)))
     table = LatencyTable(path, target, config, FLAGS.min_keep, FLAGS.round_to)
     begin = time.time()
     table.measure_missing()
     table_s = time.time() - begin
-    source_s = table.source_seconds(config, weights)
+    source_s = table.model_seconds(config, weights)
     table.calibrate(config.plan, source_s)
     plan = prune_plan(config.plan, model_groups(config), FLAGS.keep, FLAGS.round_to)
     estimate = table.estimate(plan)

@@ -59,6 +59,8 @@ flags.DEFINE_string("budgets", ",".join(defaults.budgets), "Latency budgets of t
                     "points: keepK (the uniform keep-K plan's measured latency) or ms; empty: "
                     "none.")
 flags.DEFINE_integer("round_to", defaults.round_to, "Width multiple of the targeted plans.")
+flags.DEFINE_float("min_keep", defaults.min_keep, "The narrowest fraction of a group's width "
+                   "the targeted plans may choose.")
 flags.DEFINE_integer("seed", defaults.seed, "Seed of the scenes, initialisation and data.")
 FLAGS = flags.FLAGS
 
@@ -76,7 +78,7 @@ def _main() -> None:
         criteria=parse_choices(FLAGS.criteria, tuple(CRITERIA), "criteria"),
         progressive=FLAGS.progressive, scratch=FLAGS.scratch, threads=FLAGS.threads,
         budgets=tuple(b for b in FLAGS.budgets.split(",") if b), round_to=FLAGS.round_to,
-        seed=FLAGS.seed)
+        min_keep=FLAGS.min_keep, seed=FLAGS.seed)
     run_study(options)
 
 

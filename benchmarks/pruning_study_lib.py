@@ -20,7 +20,8 @@ redoes only what is missing, on this machine or a fresh one):
 6. Targeted points: the source pruned to a latency budget on that same target (deploy.prune's
    search, l1, scored by the criterion alone), fine-tuned F steps like every pruned point and
    timed interleaved with the uniform plan whose latency it targets (`keep0.5`) or alone (a
-   budget in ms); an unreachable budget is recorded as such.
+   budget in ms), its widths down to `min_keep` of the source's; an unreachable budget is
+   recorded as such.
 7. From-scratch controls: every pruned plan trained from scratch for the source's steps + F.
    Last: they alone do not start from the source's model, which lives in `<work>` only, so a
    run cut off here can be finished on a fresh machine.
@@ -42,7 +43,7 @@ from benchmarks.latency_lib import time_artifact
 from deploy import tflite_writer
 from deploy.latency_table import Target
 from deploy.prune_lib import Budget, PruneOptions, prune_into
-from deploy.pruning import model_groups, prune_plan
+from deploy.pruning import check_keep, model_groups, prune_plan
 from deploy.verify import SourceImages
 from icnet.checkpoint import latest_checkpoint, load_checkpoint_weights
 from icnet.config import ICNetConfig
@@ -55,6 +56,7 @@ from icnet.inference import build_inference_model
 from icnet.metrics import paired_miou_interval
 from icnet.profiling import model_profile
 from icnet.training import TrainOptions, read_summary, train
+from icnet.weights import initial_weights
 
 # The criteria the headline compares at the narrow keeps (random: the control of l1).
 HEADLINE_CRITERIA = ("l1", "random")
@@ -63,7 +65,7 @@ HEADLINE_KEEPS = (0.35, 0.25)
 TIMING_ROUNDS = 3
 # The options that choose which points there are, not how any point is measured: a rerun may
 # change them (add a keep, drop the budgets) and keep every finished point.
-SELECTION = ("keeps", "criteria", "progressive", "scratch", "budgets")
+SELECTION = ("keeps", "criteria", "progressive", "scratch", "budgets", "min_keep")
 # Settings of earlier versions of the study (the source stopped early at a plateau): a study
 # recorded with them cannot be continued.
 RETIRED = ("max_steps", "min_chunks")
@@ -97,6 +99,7 @@ class StudyOptions:
     calibration_images: int = 8
     budgets: tuple[str, ...] = ("keep0.5", "50")
     round_to: int = 8
+    min_keep: float = Budget.min_keep
     seed: int = 0
 
     def __post_init__(self):
@@ -110,6 +113,7 @@ class StudyOptions:
             raise ValueError(f"chunk_steps must be at most 80% of source_steps "
                              f"({self.source_steps}) for the plateau rule to have an "
                              f"evaluation before the last fifth, got {self.chunk_steps}")
+        check_keep(self.min_keep, "min_keep")
         for budget in self.budgets:
             budget_keep(budget, self.keeps)
 
@@ -376,9 +380,8 @@ class Study:
         o = self.options
         config = plan_config(o, train_source.num_classes, keep).replace(batch_norm=False)
         tf_keras.backend.clear_session()
-        tf_keras.utils.set_random_seed(o.seed)
-        # The plan's latency does not depend on the weights: random ones, calibrated.
-        path = self.int8_tflite(name, config, _random_weights(config))
+        # The plan's latency does not depend on the weights: initial ones, calibrated.
+        path = self.int8_tflite(name, config, initial_weights(config, o.seed))
         result = self.time_tflite(path)
         return self.save_point(name, {"name": name, "kind": "latency", "keep": keep,
                                       "median_s": result["median_s"],
@@ -411,6 +414,8 @@ class Study:
         o = self.options
         keep = budget_keep(budget, o.keeps)
         name = f"targeted_{budget}" if keep is not None else f"targeted_{float(budget):g}ms"
+        if o.min_keep != Budget.min_keep:  # another search space: another point
+            name += f"_min{o.min_keep:g}"
         done = self.point(name)
         if done is not None:
             return done
@@ -418,7 +423,7 @@ class Study:
         train_source, val = self.sources()
         target_ms = (1e3 * latencies[keep]["median_s"] if keep is not None else float(budget))
         point = {"name": name, "kind": "targeted", "budget": budget, "uniform_keep": keep,
-                 "target_ms": round(target_ms, 3)}
+                 "target_ms": round(target_ms, 3), "min_keep": o.min_keep}
         output = self.model_dir(name)
         tf_keras.backend.clear_session()
         options = PruneOptions(
@@ -428,7 +433,7 @@ class Study:
             eval_images=0, input_size=o.input_size,
             budget=Budget(latency_ms=point["target_ms"],
                           target=Target("tflite_xnnpack", "int8", o.threads, o.input_size),
-                          search_images=0))
+                          min_keep=o.min_keep, search_images=0))
         try:
             report = prune_into(self.source_model(), output, options, train_source, val,
                                 os.path.join(o.work_dir, f".{name}.work"))
@@ -444,7 +449,8 @@ class Study:
             uniform = os.path.join(o.work_dir, f"latency_{keep:g}.tflite")
             if not os.path.isfile(uniform):
                 plan = plan_config(o, train_source.num_classes, keep).replace(batch_norm=False)
-                uniform = self.int8_tflite(f"latency_{keep:g}", plan, _random_weights(plan))
+                uniform = self.int8_tflite(f"latency_{keep:g}", plan,
+                                           initial_weights(plan, o.seed))
             paths.append(uniform)
         rounds = [[self.time_tflite(path)["median_s"] for path in paths]
                   for _ in range(TIMING_ROUNDS)]
@@ -458,13 +464,6 @@ class Study:
             "final_ms": found.final_ms, "rounds": found.rounds,
             "median_s": medians[0], "uniform_median_s": medians[1] if keep is not None else None},
             begin)
-
-
-def _random_weights(config: ICNetConfig):
-    from icnet.model import build_icnet
-    from icnet.weights import model_weights
-
-    return model_weights(build_icnet(config, (161, 161)))
 
 
 def plan_config(options: StudyOptions, num_classes: int, keep: float) -> ICNetConfig:
@@ -702,8 +701,10 @@ def targeted_markdown(results: dict) -> list[str]:
              "fine-tune | interleaved: targeted / uniform | mIoU | vs uniform l1, same keep "
              "latency | vs equal-budget control |", "|---|---|---|---|---|---|---|---|---|---|"]
     for t in targeted:
+        budget = t["budget"] + ("" if t.get("min_keep", Budget.min_keep) == Budget.min_keep
+                                else f" (min keep {t['min_keep']:g})")
         if t["status"] != "ok":
-            lines.append(f"| {t['budget']} | {t['target_ms']:.1f} ms | {t['status']}: "
+            lines.append(f"| {budget} | {t['target_ms']:.1f} ms | {t['status']}: "
                          f"{t['message']} |||||||")
             continue
         keep = t["uniform_keep"]
@@ -714,7 +715,7 @@ def targeted_markdown(results: dict) -> list[str]:
         versus = (f"{100 * (t['miou'] - uniform['miou']):+.2f} pt{interval(t, uniform)} "
                   f"({100 * uniform['miou']:.2f}%)" if uniform else "–")
         within = "within 5%" if t["final_ms"] <= 1.05 * t["target_ms"] else "over by more than 5%"
-        lines.append(f"| {t['budget']} | {t['target_ms']:.1f} ms | {t['params']:,} | "
+        lines.append(f"| {budget} | {t['target_ms']:.1f} ms | {t['params']:,} | "
                      f"{t['gflops']:.2f} | {t['estimate_ms']:.1f} / {t['search_ms']:.1f} ms | "
                      f"{t['final_ms']:.1f} ms ({within}) | {interleaved} | "
                      f"{100 * t['miou']:.2f}% | {versus} | "

@@ -309,8 +309,9 @@ class LatencyTable:
     def plan_digest(plan: Mapping[str, int]) -> str:
         return hashlib.sha256(json.dumps(dict(sorted(plan.items()))).encode()).hexdigest()[:16]
 
-    def source_seconds(self, config: ICNetConfig, weights: WeightDict) -> float:
-        """The source model measured on the target (`measure_model`), kept in the table."""
+    def model_seconds(self, config: ICNetConfig, weights: WeightDict) -> float:
+        """The whole model (the source, or one pruned to a plan) measured on the target
+        (`measure_model`), kept in the table by its plan."""
         digest = self.plan_digest(config.plan)
         if digest not in self.models:
             self.models[digest] = measure_model(config, weights, self.target)

@@ -18,7 +18,7 @@ import tf_keras
 
 from icnet.config import CLASSIFIERS, REFERENCE_WIDTHS, ICNetConfig
 from icnet.fileio import atomic_write_bytes
-from icnet.model import BN_EPSILON
+from icnet.model import BN_EPSILON, MIN_INPUT_SIZE, build_icnet
 
 WeightDict = dict[str, dict[str, np.ndarray]]
 
@@ -137,6 +137,13 @@ def model_weights(model: tf_keras.Model) -> WeightDict:
         elif isinstance(layer, tf_keras.layers.BatchNormalization):
             weights[layer.name] = dict(zip(_BN_KERAS_ORDER, values))
     return weights
+
+
+def initial_weights(config: ICNetConfig, seed: int = 0) -> WeightDict:
+    """Seeded, freshly initialised weights of `config`: for timing a plan, whose latency does
+    not depend on its weights (and whose pruned trained weights may be degenerate)."""
+    tf_keras.utils.set_random_seed(seed)
+    return model_weights(build_icnet(config, (MIN_INPUT_SIZE, MIN_INPUT_SIZE)))
 
 
 MAX_LISTED_PROBLEMS = 10

@@ -432,14 +432,20 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     for name in ("pareto.png", "source_curve.png"):
         assert (study / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A rerun redoes only the missing points. The source's curve is kept in its model
-    # directory, so a source whose training finished is not trained again.
+    # directory, so a source whose training finished is not trained again. A budget searched
+    # down to another --min_keep is another point.
     (study / "points" / "pruned_0.5_random.json").unlink()
     source_point = json.loads((study / "points" / "source.json").read_text())
     (study / "points" / "source.json").unlink()
-    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    again = subprocess.run(args + ["--budgets", "0.001", "--min_keep", "0.5"], cwd=REPO,
+                           capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     done = [line for line in again.stderr.splitlines() if "study: point" in line]
-    assert len(done) == 2 and "source" in done[0] and "pruned_0.5_random" in done[1]
+    assert len(done) == 3 and "source" in done[0] and "pruned_0.5_random" in done[1]
+    assert "targeted_0.001ms_min0.5" in done[2]
+    text = (study / "STUDY.md").read_text()
+    assert "| 0.001 (min keep 0.5) | 0.0 ms | unreachable: " in text and "| keep1 |" not in text
+    assert "(every group at --min_keep 0.5) runs in " in text
     assert "study: source at step" not in again.stderr
     again_point = json.loads((study / "points" / "source.json").read_text())
     assert {**again_point, "seconds": 0} == {**source_point, "seconds": 0}
