@@ -61,6 +61,9 @@ flags.DEFINE_string("budgets", ",".join(defaults.budgets), "Latency budgets of t
 flags.DEFINE_integer("round_to", defaults.round_to, "Width multiple of the targeted plans.")
 flags.DEFINE_float("min_keep", defaults.min_keep, "The narrowest fraction of a group's width "
                    "the targeted plans may choose.")
+flags.DEFINE_integer("search_images", defaults.search_images, "Training scenes on which the "
+                     "targeted plans' search measures the layer sensitivity that scores its "
+                     "cuts (once for all budgets); 0: the criterion alone scores them.")
 flags.DEFINE_integer("seed", defaults.seed, "Seed of the scenes, initialisation and data.")
 FLAGS = flags.FLAGS
 
@@ -78,7 +81,7 @@ def _main() -> None:
         criteria=parse_choices(FLAGS.criteria, tuple(CRITERIA), "criteria"),
         progressive=FLAGS.progressive, scratch=FLAGS.scratch, threads=FLAGS.threads,
         budgets=tuple(b for b in FLAGS.budgets.split(",") if b), round_to=FLAGS.round_to,
-        min_keep=FLAGS.min_keep, seed=FLAGS.seed)
+        min_keep=FLAGS.min_keep, search_images=FLAGS.search_images, seed=FLAGS.seed)
     run_study(options)
 
 

@@ -18,10 +18,11 @@ redoes only what is missing, on this machine or a fresh one):
 5. Every point evaluated on the same val scenes, and every plan timed as an int8 TFLite under
    XNNPACK (`threads`, calibrated on training scenes, in a worker process) at the input size.
 6. Targeted points: the source pruned to a latency budget on that same target (deploy.prune's
-   search, l1, scored by the criterion alone), fine-tuned F steps like every pruned point and
-   timed interleaved with the uniform plan whose latency it targets (`keep0.5`) or alone (a
-   budget in ms), its widths down to `min_keep` of the source's; an unreachable budget is
-   recorded as such.
+   search, l1, its cuts scored by the criterion alone or, with `search_images`, by the layer
+   sensitivity measured on that many training scenes, once for every budget), fine-tuned F
+   steps like every pruned point and timed interleaved with the uniform plan whose latency it
+   targets (`keep0.5`) or alone (a budget in ms), its widths down to `min_keep` of the
+   source's; an unreachable budget is recorded as such.
 7. From-scratch controls: every pruned plan trained from scratch for the source's steps + F.
    Last: they alone do not start from the source's model, which lives in `<work>` only, so a
    run cut off here can be finished on a fresh machine.
@@ -40,6 +41,7 @@ import tf_keras
 from absl import logging
 
 from benchmarks.latency_lib import time_artifact
+from benchmarks.machine import machine_info
 from deploy import tflite_writer
 from deploy.latency_table import Target
 from deploy.prune_lib import Budget, PruneOptions, prune_into
@@ -65,7 +67,8 @@ HEADLINE_KEEPS = (0.35, 0.25)
 TIMING_ROUNDS = 3
 # The options that choose which points there are, not how any point is measured: a rerun may
 # change them (add a keep, drop the budgets) and keep every finished point.
-SELECTION = ("keeps", "criteria", "progressive", "scratch", "budgets", "min_keep")
+SELECTION = ("keeps", "criteria", "progressive", "scratch", "budgets", "min_keep",
+             "search_images")
 # Settings of earlier versions of the study (the source stopped early at a plateau): a study
 # recorded with them cannot be continued.
 RETIRED = ("max_steps", "min_chunks")
@@ -100,6 +103,7 @@ class StudyOptions:
     budgets: tuple[str, ...] = ("keep0.5", "50")
     round_to: int = 8
     min_keep: float = Budget.min_keep
+    search_images: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -114,6 +118,8 @@ class StudyOptions:
                              f"({self.source_steps}) for the plateau rule to have an "
                              f"evaluation before the last fifth, got {self.chunk_steps}")
         check_keep(self.min_keep, "min_keep")
+        if self.search_images < 0:
+            raise ValueError(f"search_images must be >= 0, got {self.search_images}")
         for budget in self.budgets:
             budget_keep(budget, self.keeps)
 
@@ -385,8 +391,8 @@ class Study:
         result = self.time_tflite(path)
         return self.save_point(name, {"name": name, "kind": "latency", "keep": keep,
                                       "median_s": result["median_s"],
-                                      "p90_s": result["p90_s"], "threads": o.threads},
-                               begin)
+                                      "p90_s": result["p90_s"], "threads": o.threads,
+                                      "cpu": timing_cpu()}, begin)
 
     def int8_tflite(self, name: str, config: ICNetConfig, weights) -> str:
         """`<work>/<name>.tflite`: the model as int8 TFLite, calibrated on training scenes."""
@@ -416,14 +422,17 @@ class Study:
         name = f"targeted_{budget}" if keep is not None else f"targeted_{float(budget):g}ms"
         if o.min_keep != Budget.min_keep:  # another search space: another point
             name += f"_min{o.min_keep:g}"
+        if o.search_images:  # another scoring of the cuts: another point
+            name += f"_s{o.search_images}"
         done = self.point(name)
         if done is not None:
             return done
         begin = time.time()
-        train_source, val = self.sources()
+        train_source, _ = self.sources()
         target_ms = (1e3 * latencies[keep]["median_s"] if keep is not None else float(budget))
         point = {"name": name, "kind": "targeted", "budget": budget, "uniform_keep": keep,
-                 "target_ms": round(target_ms, 3), "min_keep": o.min_keep}
+                 "target_ms": round(target_ms, 3), "min_keep": o.min_keep,
+                 "search_images": o.search_images}
         output = self.model_dir(name)
         tf_keras.backend.clear_session()
         options = PruneOptions(
@@ -433,10 +442,13 @@ class Study:
             eval_images=0, input_size=o.input_size,
             budget=Budget(latency_ms=point["target_ms"],
                           target=Target("tflite_xnnpack", "int8", o.threads, o.input_size),
-                          min_keep=o.min_keep, search_images=0))
-        try:
-            report = prune_into(self.source_model(), output, options, train_source, val,
-                                os.path.join(o.work_dir, f".{name}.work"))
+                          min_keep=o.min_keep, search_images=o.search_images,
+                          sensitivity_file=os.path.join(
+                              o.work_dir, f"sensitivity_min{o.min_keep:g}_s{o.search_images}"
+                                          ".json")))
+        try:  # the cuts are scored on training scenes: the val scenes judge the result
+            report = prune_into(self.source_model(), output, options, train_source,
+                                train_source, os.path.join(o.work_dir, f".{name}.work"))
         except OptionError as e:
             if e.option != "target_latency_ms":
                 raise
@@ -462,8 +474,27 @@ class Study:
             "params": report.final.measure.params, "gflops": report.final.measure.gflops,
             "estimate_ms": found.estimate, "search_ms": found.measured_ms,
             "final_ms": found.final_ms, "rounds": found.rounds,
-            "median_s": medians[0], "uniform_median_s": medians[1] if keep is not None else None},
-            begin)
+            "median_s": medians[0], "uniform_median_s": medians[1] if keep is not None else None,
+            "cpu": timing_cpu()}, begin)
+
+
+def timing_cpu() -> str:
+    """The CPU a latency was measured on: its model and the ISA flags that choose kernels."""
+    info = machine_info()
+    flags = [f for f in info["isa_flags"] if f == "avx2" or f.startswith(("avx512", "amx"))]
+    return f"{info['cpu_model']} ({' '.join(flags) or 'no AVX2'})"
+
+
+def timed_on(timed: list[dict]) -> str:
+    """Where the study's latencies were measured, for STUDY.md (several CPUs: named apart)."""
+    cpus: dict[str, list[str]] = {}
+    for p in timed:
+        if "median_s" in p:
+            cpus.setdefault(p.get("cpu") or "a CPU not recorded", []).append(p["name"])
+    if len(cpus) <= 1:
+        return f"on {next(iter(cpus), 'no CPU')}"
+    return ("on several CPUs, not comparable with each other: " +
+            "; ".join(f"{cpu} ({', '.join(names)})" for cpu, names in cpus.items()))
 
 
 def plan_config(options: StudyOptions, num_classes: int, keep: float) -> ICNetConfig:
@@ -641,7 +672,8 @@ def study_markdown(results: dict, run: tuple[int, float]) -> str:
     warning, answers = validity(points, o["plateau_points"]), headline(points)
     if not source["plateau_met"]:
         answers[0] += " (not evidence, see above)"
-    timed = [*points, *latencies.values(), *(results.get("targeted") or [])]
+    targeted = results.get("targeted") or []
+    timed = [*points, *latencies.values(), *targeted]
     total = sum(p.get("seconds", 0) for p in timed)
     lines = ["# Pruning study: what pruning costs at equal training", "",
              f"The full-width (fs={o['filter_scale']:g}) source trained on "
@@ -654,8 +686,9 @@ def study_markdown(results: dict, run: tuple[int, float]) -> str:
              f"{control['steps']} steps ({100 * control['miou']:.2f}%). mIoU on "
              f"{o['val_scenes']} val scenes at {'x'.join(map(str, o['input_size']))}; latency "
              f"of the plan as int8 TFLite under XNNPACK, {o['threads']} threads, median of "
-             f"{o['timing_runs']}. Wall time: {total / 60:.1f} min, the sum of every point's "
-             f"own time, in whichever run made it; the run that wrote this report made "
+             f"{o['timing_runs']}, {timed_on([*latencies.values(), *targeted])}. Wall time: "
+             f"{total / 60:.1f} min, the sum of every point's own time, in whichever run made "
+             f"it; the run that wrote this report made "
              f"{run[0]} of its {len(timed)} points in {run[1] / 60:.1f} min. In brackets "
              f"after a difference: its 95% paired bootstrap interval over the val scenes "
              f"(the same scenes resampled for both models), the evaluation's noise (not the "
@@ -693,7 +726,8 @@ def targeted_markdown(results: dict) -> list[str]:
     lines = ["", "## Latency budgets", "",
              "The source pruned to a latency budget on the same int8 XNNPACK target "
              "(`deploy.prune --target_latency_ms`: per-group widths, l1, cuts scored by the "
-             "criterion alone, the search measuring each round's plan), fine-tuned as many "
+             "criterion alone or, where the budget says so, by the layer sensitivity measured "
+             "on training scenes; the search measuring each round's plan), fine-tuned as many "
              "steps as every pruned point. Latency: the search's measurement of its plan, the "
              "fine-tuned model's (the pruned model as deploy.prune reports it), and the median "
              f"of {TIMING_ROUNDS} rounds interleaved with the uniform plan it targets.", "",
@@ -701,8 +735,11 @@ def targeted_markdown(results: dict) -> list[str]:
              "fine-tune | interleaved: targeted / uniform | mIoU | vs uniform l1, same keep "
              "latency | vs equal-budget control |", "|---|---|---|---|---|---|---|---|---|---|"]
     for t in targeted:
-        budget = t["budget"] + ("" if t.get("min_keep", Budget.min_keep) == Budget.min_keep
-                                else f" (min keep {t['min_keep']:g})")
+        search = ([] if t.get("min_keep", Budget.min_keep) == Budget.min_keep
+                  else [f"min keep {t['min_keep']:g}"])
+        if t.get("search_images"):
+            search.append(f"sensitivity on {t['search_images']} training scenes")
+        budget = t["budget"] + (f" ({'; '.join(search)})" if search else "")
         if t["status"] != "ok":
             lines.append(f"| {budget} | {t['target_ms']:.1f} ms | {t['status']}: "
                          f"{t['message']} |||||||")

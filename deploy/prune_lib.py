@@ -63,6 +63,9 @@ class Budget:
       min_keep: the narrowest fraction of any group's width.
       search_images: val images of the layer sensitivity that scores the cuts; 0 scores them
         by the criterion alone (deploy.sensitivity.criterion_rows: no evaluation).
+      sensitivity_file: where the measured sensitivity is kept (default: the work directory);
+        a search of the same source that asks for the same criterion, keeps, images and input
+        size reads it instead of measuring again (one source's searches to several budgets).
     """
 
     latency_ms: float | None = None
@@ -71,6 +74,7 @@ class Budget:
     table: str | None = None
     min_keep: float = 0.25
     search_images: int = 4
+    sensitivity_file: str | None = None
 
     def __post_init__(self):
         if (self.latency_ms is None) == (self.gflops is None):
@@ -425,20 +429,28 @@ def _cost(source: str, config: ICNetConfig, weights: WeightDict, options: PruneO
 
 def _sensitivity(config: ICNetConfig, weights: WeightDict, options: PruneOptions,
                  evidence: Evidence, eval_source: Source, work: str) -> list[Row]:
-    """The source's layer sensitivity at the table's grid keeps (cached in `work`)."""
-    path = os.path.join(work, "sensitivity.json")
+    """The source's layer sensitivity at the table's grid keeps (kept in the budget's
+    sensitivity_file, default `work`, with what it was measured for)."""
+    budget = options.budget
+    keeps = sorted({k for k in (0.75, 0.5, 0.25, budget.min_keep)
+                    if budget.min_keep <= k < 1.0}, reverse=True)
+    if budget.search_images == 0:
+        return criterion_rows(config, weights, keeps, options.criterion, evidence)
+    path = budget.sensitivity_file or os.path.join(work, "sensitivity.json")
+    key = {"criterion": options.criterion, "keeps": keeps, "images": budget.search_images,
+           "input_size": list(options.input_size)}
     if os.path.isfile(path):
         with open(path) as f:
-            return [Row(**row) for row in json.load(f)]
-    keeps = sorted({k for k in (0.75, 0.5, 0.25, options.budget.min_keep)
-                    if options.budget.min_keep <= k < 1.0}, reverse=True)
-    if options.budget.search_images == 0:
-        return criterion_rows(config, weights, keeps, options.criterion, evidence)
-    logging.info("budget: layer sensitivity of %d groups at keeps %s on %d val images",
-                 len(model_groups(config)), keeps, options.budget.search_images)
-    _, rows = measure_sensitivity(config, weights, eval_source, options.budget.search_images,
+            saved = json.load(f)
+        if saved.get("key") == key:
+            logging.info("budget: the layer sensitivity measured before (%s)", path)
+            return [Row(**row) for row in saved["rows"]]
+    logging.info("budget: layer sensitivity of %d groups at keeps %s on %d images",
+                 len(model_groups(config)), keeps, budget.search_images)
+    _, rows = measure_sensitivity(config, weights, eval_source, budget.search_images,
                                   keeps, options.input_size, options.criterion, evidence)
-    atomic_write_bytes(path, json.dumps([dataclasses.asdict(r) for r in rows]).encode())
+    atomic_write_bytes(path, json.dumps({"key": key, "rows": [dataclasses.asdict(r)
+                                                              for r in rows]}).encode())
     return rows
 
 

@@ -1,6 +1,7 @@
 """Pruning to a budget: the latency table, the search, deploy.prune --target_latency_ms and
 --target_gflops (quick mode: the tiny model at 193x257), and their bad inputs."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -260,3 +261,36 @@ def test_a_budget_the_estimate_misses_is_judged_by_measuring_the_narrowest_plan(
     narrowest = budget.narrowest_plan(config.plan, model_groups(config), 0.5, 2)
     assert (goal, source_ms) == (2.0, 10.0)
     assert cost(narrowest) == pytest.approx(1.0) and cost(config.plan) > 2.0
+
+
+def test_a_measured_sensitivity_is_reused_only_for_the_same_measurement(tmp_path):
+    # A sensitivity file measured for this criterion, keeps, images and size is read, not
+    # measured again; for other images it is measured (from the eval source, here one that
+    # refuses to be read).
+    from deploy.prune_lib import Budget, PruneOptions, _sensitivity
+    from deploy.pruning import Evidence
+
+    source = tmp_path / "src"
+    save_tiny_checkpoint(source, TINY)
+    config, weights = load_checkpoint_weights(str(source))
+    path = tmp_path / "sensitivity.json"
+    row = Row("conv5_3", 64, 0.5, 32, 0.25, 0.125, 0.0)
+    key = {"criterion": "l1", "keeps": [0.75, 0.5], "images": 2, "input_size": list(SIZE)}
+    path.write_text(json.dumps({"key": key, "rows": [dataclasses.asdict(row)]}))
+
+    class Unread:
+        def __getattr__(self, name):
+            raise LookupError(f"the eval source was read ({name})")
+
+        def __len__(self):
+            raise LookupError("the eval source was read (len)")
+
+    def options(images):
+        return PruneOptions(schedule=(1.0,), round_to=2, input_size=SIZE,
+                            budget=Budget(gflops=1.0, min_keep=0.5, search_images=images,
+                                          sensitivity_file=str(path)))
+
+    assert _sensitivity(config, weights, options(2), Evidence(), Unread(),
+                        str(tmp_path)) == [row]
+    with pytest.raises(LookupError, match="the eval source was read"):
+        _sensitivity(config, weights, options(1), Evidence(), Unread(), str(tmp_path))

@@ -13,6 +13,7 @@ import pytest
 import tf_keras
 
 from conftest import REPO, flop_table, rel_l2
+from benchmarks.pruning_study_lib import timing_cpu
 from deploy.latency_table import Target
 from deploy.prune_lib import PruneOptions, prune_model
 from deploy.pruning import (dependency_groups, group_keeps, kept_width, l1_importance,
@@ -411,6 +412,8 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     assert f"{change['gain']:+.2f} points [" in text and "from step 2 to 4" in text
     assert "| 0.5 | l1 | one shot |" in text and "| 0.5 | random | one shot |" in text
     assert "vs equal-budget control" in text and "![mIoU against int8 latency](pareto.png)" in text
+    # The latencies say where they were measured.
+    assert f"1 threads, median of 5, on {timing_cpu()}." in text
     assert "- keep 0.5, l1: " in text and "points lost against the equal-budget control" in text
     # Every difference with its paired bootstrap interval over the val scenes, whose per-scene
     # matrices the points keep (results.json leaves them out).
@@ -433,19 +436,29 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
         assert (study / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A rerun redoes only the missing points. The source's curve is kept in its model
     # directory, so a source whose training finished is not trained again. A budget searched
-    # down to another --min_keep is another point.
+    # down to another --min_keep, or its cuts scored by the measured layer sensitivity, is
+    # another point; the sensitivity is measured on training scenes and kept for every budget.
     (study / "points" / "pruned_0.5_random.json").unlink()
     source_point = json.loads((study / "points" / "source.json").read_text())
     (study / "points" / "source.json").unlink()
-    again = subprocess.run(args + ["--budgets", "0.001", "--min_keep", "0.5"], cwd=REPO,
+    again = subprocess.run(args + ["--budgets", "0.001,1000", "--min_keep", "0.5",
+                                   "--search_images", "1"], cwd=REPO,
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     done = [line for line in again.stderr.splitlines() if "study: point" in line]
-    assert len(done) == 3 and "source" in done[0] and "pruned_0.5_random" in done[1]
-    assert "targeted_0.001ms_min0.5" in done[2]
+    assert len(done) == 4 and "source" in done[0] and "pruned_0.5_random" in done[1]
+    assert "targeted_0.001ms_min0.5_s1" in done[2] and "targeted_1000ms_min0.5_s1" in done[3]
     text = (study / "STUDY.md").read_text()
-    assert "| 0.001 (min keep 0.5) | 0.0 ms | unreachable: " in text and "| keep1 |" not in text
+    assert ("| 0.001 (min keep 0.5; sensitivity on 1 training scenes) | 0.0 ms | unreachable: "
+            in text and "| keep1 |" not in text)
     assert "(every group at --min_keep 0.5) runs in " in text
+    kept = json.loads((tmp_path / "work" / "sensitivity_min0.5_s1.json").read_text())
+    assert kept["key"] == {"criterion": "l1", "keeps": [0.75, 0.5], "images": 1,
+                           "input_size": [193, 257]}
+    groups = model_groups(ICNetConfig.from_filter_scale(0.125, 19))
+    assert len(kept["rows"]) == sum(kept_width(g.channels, k) < g.channels
+                                    for g in groups for k in (0.75, 0.5))
+    assert all(0 <= row["miou"] <= 1 for row in kept["rows"])
     assert "study: source at step" not in again.stderr
     again_point = json.loads((study / "points" / "source.json").read_text())
     assert {**again_point, "seconds": 0} == {**source_point, "seconds": 0}
