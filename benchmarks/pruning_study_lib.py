@@ -672,8 +672,7 @@ def study_markdown(results: dict, run: tuple[int, float]) -> str:
     warning, answers = validity(points, o["plateau_points"]), headline(points)
     if not source["plateau_met"]:
         answers[0] += " (not evidence, see above)"
-    targeted = results.get("targeted") or []
-    timed = [*points, *latencies.values(), *targeted]
+    timed = [*points, *latencies.values(), *(results.get("targeted") or [])]
     total = sum(p.get("seconds", 0) for p in timed)
     lines = ["# Pruning study: what pruning costs at equal training", "",
              f"The full-width (fs={o['filter_scale']:g}) source trained on "
@@ -686,7 +685,7 @@ def study_markdown(results: dict, run: tuple[int, float]) -> str:
              f"{control['steps']} steps ({100 * control['miou']:.2f}%). mIoU on "
              f"{o['val_scenes']} val scenes at {'x'.join(map(str, o['input_size']))}; latency "
              f"of the plan as int8 TFLite under XNNPACK, {o['threads']} threads, median of "
-             f"{o['timing_runs']}, {timed_on([*latencies.values(), *targeted])}. Wall time: "
+             f"{o['timing_runs']}, {timed_on(timed)}. Wall time: "
              f"{total / 60:.1f} min, the sum of every point's own time, in whichever run made "
              f"it; the run that wrote this report made "
              f"{run[0]} of its {len(timed)} points in {run[1] / 60:.1f} min. In brackets "

@@ -559,6 +559,8 @@ def test_the_study_says_when_its_source_is_not_trained(tmp_path):
         StudyOptions(output_dir="", work_dir="", chunk_steps=100, source_steps=110)
     with pytest.raises(ValueError, match="plateau_points must be > 0, got 0"):
         StudyOptions(output_dir="", work_dir="", plateau_points=0)
+    with pytest.raises(ValueError, match="search_images must be >= 0, got -1"):
+        StudyOptions(output_dir="", work_dir="", search_images=-1)
     # A study recorded by the earlier version (its source stopped early) cannot be continued.
     old = tmp_path / "old" / "points"
     old.mkdir(parents=True)
