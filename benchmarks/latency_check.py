@@ -5,10 +5,11 @@ Example:
       --target_runtime tflite_xnnpack --target_quantization int8 --target_threads 2 \
       --keep 0.5 --round_to 8 --output_dir reports/budget
 
-Measures (or reuses) the plan's latency table in --output_dir, measures the source model on
-the target to anchor it, estimates the model pruned uniformly to --keep and measures that
-model too (random weights: latency does not depend on their values); writes
-latency_check.json with both numbers and the estimate's error.
+Measures (or reuses) the plan's latency table in --output_dir, measures the source model and
+the narrowest plan (every group at --min_keep) on the target to anchor it, as the budget
+search does, estimates the model pruned uniformly to --keep and measures that model too
+(random weights: latency does not depend on their values); writes latency_check.json with
+both numbers and the estimate's error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 from absl import app, flags
 
+from deploy.budget import narrowest_plan
 from deploy.latency_table import LatencyTable, Target, default_table_path, measure_model
 from deploy.pruning import check_keep, model_groups, prune, prune_plan
 from icnet import exits
@@ -52,18 +54,25 @@ def _main() -> None:
     begin = time.time()
     table.measure_missing()
     table_s = time.time() - begin
-    source_s = table.model_seconds(config, weights)
-    table.calibrate(config.plan, source_s)
-    plan = prune_plan(config.plan, model_groups(config), FLAGS.keep, FLAGS.round_to)
+    groups = model_groups(config)
+    narrowest = config.replace(plan=narrowest_plan(config.plan, groups, FLAGS.min_keep,
+                                                   FLAGS.round_to))
+    anchors = {}
+    for name, model, model_weights in (("source", config, weights),
+                                       ("narrowest", narrowest, initial_weights(narrowest))):
+        measured_s = table.model_seconds(model, model_weights)
+        table.calibrate(model.plan, measured_s)
+        anchors[name] = {"conv_sum_ms": 1e3 * table.conv_seconds(model.plan),
+                         "measured_ms": 1e3 * measured_s}
+    plan = prune_plan(config.plan, groups, FLAGS.keep, FLAGS.round_to)
     estimate = table.estimate(plan)
     measured = measure_model(*prune(config, weights, plan), target)
     result = {"source": source, "target": target.describe(), "settings": table.settings,
               "table": table.path, "table_entries": len(table.convs),
-              "table_seconds_this_run": round(table_s, 1), "source_ms": 1e3 * source_s,
-              "conv_sum_source_ms": 1e3 * table.conv_seconds(config.plan),
-              "correction": table.correction, "keep": FLAGS.keep, "round_to": FLAGS.round_to,
-              "estimate_ms": 1e3 * estimate, "measured_ms": 1e3 * measured,
-              "error": estimate / measured - 1}
+              "table_seconds_this_run": round(table_s, 1), "anchors": anchors,
+              "min_keep": FLAGS.min_keep, "keep": FLAGS.keep, "round_to": FLAGS.round_to,
+              "conv_sum_ms": 1e3 * table.conv_seconds(plan), "estimate_ms": 1e3 * estimate,
+              "measured_ms": 1e3 * measured, "error": estimate / measured - 1}
     atomic_write_bytes(os.path.join(FLAGS.output_dir, "latency_check.json"),
                        json.dumps(result, indent=1).encode())
     print(json.dumps(result, indent=1))

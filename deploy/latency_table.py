@@ -2,13 +2,15 @@
 convolutions (NetAdapt's lookup table) and checked against the whole model.
 
 Every convolution of the BN-merged model is timed alone on the target (runtime, quantization,
-threads, input size) at a grid of its input and output widths (`grid_widths`); a plan's
-estimate is the sum of its convolutions' times, bilinear between grid widths, times a
-whole-model correction: a real model's measured latency over the table's sum for it (the
-resizes, sums and pooling the table leaves out, and what a convolution alone gets wrong), so
-the estimate is anchored to a measurement. `measure_model` times the real model the way the
-export's artifact is timed: written in the target quantization and run through the target's
-`deploy.runtimes` session.
+threads, input size) at a grid of its input and output widths (`grid_widths`), int8 in and
+out and without reading its output back, as inside the model; a plan's estimate is the sum of
+its convolutions' times, bilinear between grid widths, mapped through whole-model
+measurements (`calibrate`: the source's, the narrowest plan's and each searched plan's),
+linear between them: the resizes, sums, pooling and input conversion the table leaves out
+are partly a fixed cost (at 1025x2049, a plan with every group at a quarter width runs in
+about 50 ms of which its convolutions are 34), so the estimate is anchored to measurements.
+`measure_model` times the real model the way the export's artifact is timed: written in the
+target quantization and run through the target's `deploy.runtimes` session.
 
 The table is a JSON file beside the source model, reused while its settings match (machine,
 runtime, quantization, threads, input size, LiteRT and TensorFlow versions) and refused with
@@ -53,8 +55,10 @@ TABLE_QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
 # Settings that make a table another machine's or another model size's.
 IDENTITY = ("method", "runtime", "quantization", "threads", "input_size", "cpu", "cpu_flags",
             "litert", "tensorflow")
-# How a convolution is timed (a table timed another way is refused).
-METHOD = 2
+# How a convolution is timed (a table timed another way is refused). Method 3: int8 in and
+# out; method 2's uint8 boundary requantized every input and output, which made the
+# high-resolution convolutions look 3-4x slower than inside the model.
+METHOD = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +165,8 @@ def time_conv(spec: Mapping, inputs: int, filters: int, target: Target, runtime,
     converter.experimental_lower_to_saved_model = False  # as tflite_writer: 10-20x faster
     spec = quantization_spec(target.quantization)
     configure_converter(converter, spec, calibration)
-    if spec.integer_only:  # int8 in and out: no dequantization a model's inner conv lacks
-        converter.inference_output_type = tf.uint8
+    if spec.integer_only:  # int8 in and out, as inside the model: no boundary conversions
+        converter.inference_input_type = converter.inference_output_type = tf.int8
     with warnings.catch_warnings():  # int8: the input range comes from the calibration
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
         content = converter.convert()
@@ -174,7 +178,9 @@ def time_conv(spec: Mapping, inputs: int, filters: int, target: Target, runtime,
         dtype = np.dtype(session.input_dtype)
         feed = (rng.integers(0, 256, shape).astype(dtype) if dtype.kind in "iu"
                 else rng.random(shape, dtype=np.float32))
-        return statistics.median(measure(session.run, feed, warmup, runs))
+        # The convolution's compute alone: reading a high-resolution output back (and
+        # dequantizing it) is work the model does not do between its layers.
+        return statistics.median(measure(session.compute, feed, warmup, runs))
 
 
 def measure_model(config: ICNetConfig, weights: WeightDict, target: Target,
@@ -224,7 +230,8 @@ class LatencyTable:
         self.settings = target.settings()
         self.convs: dict[str, float] = {}
         self.models: dict[str, float] = {}  # plan digest -> measured seconds of the model
-        self.correction = 1.0
+        # Plan digest -> (the table's sum, the measured seconds) of each anchoring model.
+        self.anchors: dict[str, tuple[float, float]] = {}
         if os.path.isfile(path):
             self._load()
 
@@ -319,9 +326,26 @@ class LatencyTable:
         return self.models[digest]
 
     def calibrate(self, plan: Mapping[str, int], measured_s: float) -> None:
-        """Anchors estimates to a measurement of the whole model with `plan`."""
-        self.correction = measured_s / self.conv_seconds(plan)
+        """Anchors estimates to a measurement of the whole model with `plan` (kept with the
+        earlier anchors; a plan measured again replaces its anchor)."""
+        self.anchors[self.plan_digest(plan)] = (self.conv_seconds(plan), measured_s)
 
     def estimate(self, plan: Mapping[str, int]) -> float:
-        """Estimated seconds of the whole model with `plan`."""
-        return self.correction * self.conv_seconds(plan)
+        """Estimated seconds of the whole model with `plan`: the table's sum mapped through
+        the anchors, linearly between the two whose sums bracket it (the nearest two beyond
+        them), so that the part of the model that does not shrink with the widths (the input's
+        conversion, full-resolution resizes) is a fixed cost, not a share; proportionally to
+        the nearest anchor with one anchor, or where the measurements fall as the sums rise
+        (timing noise)."""
+        total = self.conv_seconds(plan)
+        points = sorted(self.anchors.values())
+        if not points:
+            return total
+        if len(points) > 1:
+            upper = min(max(bisect.bisect_left([x for x, _ in points], total), 1),
+                        len(points) - 1)
+            (x0, y0), (x1, y1) = points[upper - 1], points[upper]
+            if x1 > x0 and y1 > y0:
+                return y0 + (total - x0) * (y1 - y0) / (x1 - x0)
+        x, y = min(points, key=lambda p: abs(p[0] - total))
+        return total * y / x

@@ -411,18 +411,20 @@ def _cost(source: str, config: ICNetConfig, weights: WeightDict, options: PruneO
         target, unit, flag = budget.latency_ms, "ms", "target_latency_ms"
         logging.info("budget: the source runs in %.1f ms on %s", source_ms,
                      budget.target.describe())
-    if cost(narrowest) <= target:
-        return cost, target, table, source_ms
-    estimate = f"is estimated at {cost(narrowest):.4g} {unit}"
-    if table is not None:  # the estimate is checked, not assumed: measure the narrowest plan
+    if table is None:
+        if cost(narrowest) <= target:
+            return cost, target, table, source_ms
+        estimate = f"is estimated at {cost(narrowest):.4g} {unit}"
+    else:  # the estimate is checked, not assumed: the narrowest plan measured anchors it too
         narrow = config.replace(plan=narrowest)
         narrowest_ms = 1e3 * table.model_seconds(narrow, initial_weights(narrow))
+        estimated_ms = cost(narrowest)
         logging.info("budget: the narrowest allowed plan, estimated at %.1f ms, runs in %.1f ms",
-                     cost(narrowest), narrowest_ms)
+                     estimated_ms, narrowest_ms)
+        table.calibrate(narrowest, narrowest_ms / 1e3)
         if narrowest_ms <= target:
-            table.calibrate(narrowest, narrowest_ms / 1e3)
             return cost, target, table, source_ms
-        estimate = f"runs in {narrowest_ms:.4g} ms (estimated {cost(narrowest):.4g})"
+        estimate = f"runs in {narrowest_ms:.4g} ms (estimated {estimated_ms:.4g})"
     raise OptionError(flag, f"{target:g} {unit} is unreachable: the narrowest allowed plan "
                             f"(every group at --min_keep {budget.min_keep:g}) {estimate}")
 

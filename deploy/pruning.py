@@ -482,6 +482,30 @@ def slice_weights(weights: WeightDict, groups: Sequence[ChannelGroup],
     return result
 
 
+def mask_weights(weights: WeightDict, groups: Sequence[ChannelGroup],
+                 kept_indices: Mapping[str, np.ndarray]) -> WeightDict:
+    """A new weight dict of the same shapes in which every group's channels outside
+    `kept_indices` are exactly zero where they are produced: the producing convs' filters and
+    biases, and the BN scales and offsets. A zero channel stays zero through the sums, ReLUs,
+    resizes, pads and pools a group's channels pass, so consumers see what the model
+    `slice_weights` prunes computes: its outputs, without building it. `weights` is not
+    modified."""
+    result = {layer: dict(params) for layer, params in weights.items()}
+    for group in groups:
+        if group.name not in kept_indices:
+            continue
+        removed = np.ones(group.channels, bool)
+        removed[np.asarray(kept_indices[group.name], np.int64)] = False
+        for name in group.producers:
+            result[name]["weights"] = np.where(removed, 0, result[name]["weights"])
+            if "biases" in result[name]:
+                result[name]["biases"] = np.where(removed, 0, result[name]["biases"])
+        for name in group.batch_norms:
+            for param in ("scale", "offset"):
+                result[name][param] = np.where(removed, 0, result[name][param])
+    return result
+
+
 def prune(config: ICNetConfig, weights: WeightDict, target: Mapping[str, int],
           criterion: str = "l1", evidence: Evidence = Evidence()
           ) -> tuple[ICNetConfig, WeightDict]:

@@ -14,14 +14,13 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
-import tf_keras
 from absl import logging
 
-from deploy.pruning import (CRITERIA, Evidence, PlanCost, check_keep, kept_width, model_groups,
-                            prune)
+from deploy.pruning import (CRITERIA, Evidence, PlanCost, check_keep, kept_width, mask_weights,
+                            model_groups, select_channels)
 from icnet.config import ICNetConfig
 from icnet.data import Source
-from icnet.evaluation import evaluate
+from icnet.evaluation import evaluate, segmenter_for
 from icnet.weights import WeightDict
 
 
@@ -44,7 +43,8 @@ def measure(config: ICNetConfig, weights: WeightDict, source: Source, eval_image
         check_keep(keep, "sensitivity keep")
     cost = PlanCost(config, input_size)
     full = cost.flops(config.plan)
-    baseline = evaluate(config, weights, source, eval_images)["miou"]
+    segmenter = segmenter_for(config, weights, source)
+    baseline = evaluate(config, weights, source, eval_images, segmenter=segmenter)["miou"]
     groups = model_groups(config)
     rows = []
     for number, group in enumerate(groups, 1):
@@ -53,9 +53,12 @@ def measure(config: ICNetConfig, weights: WeightDict, source: Source, eval_image
             if width == group.channels:
                 continue
             plan = dict(config.plan) | {name: width for name in group.producers}
-            tf_keras.backend.clear_session()
-            pruned, pruned_weights = prune(config, weights, plan, criterion, evidence)
-            miou = evaluate(pruned, pruned_weights, source, eval_images, log_every=10**6)["miou"]
+            # The cut's channels zeroed in the one model built (what the pruned model
+            # computes, without building one per cut).
+            kept = select_channels(weights, [group], plan, criterion, evidence)
+            segmenter.load(mask_weights(weights, [group], kept))
+            miou = evaluate(config, weights, source, eval_images, log_every=10**6,
+                            segmenter=segmenter)["miou"]
             rows.append(Row(group.name, group.channels, keep, width, miou, baseline - miou,
                             (full - cost.flops(plan)) / 1e9))
             logging.info("sensitivity: group %d/%d %s keep %g: mIoU %.2f%% (drop %.2f pt)",

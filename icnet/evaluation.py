@@ -57,9 +57,14 @@ def protocol_for(dataset: str) -> Protocol:
     return REFERENCE_PROTOCOLS.get(dataset, Protocol())
 
 
+def segmenter_for(config: ICNetConfig, weights: WeightDict, source: Source) -> Segmenter:
+    """The Segmenter that `evaluate` scores a model on `source` with (its protocol's pools)."""
+    return Segmenter(config, weights, protocol_for(source.name).cityscapes_eval_pools)
+
+
 def evaluate(config: ICNetConfig, weights: WeightDict, source: Source, num_images: int = 0,
              predictions_dir: str | None = None, log_every: int = 20,
-             per_image: bool = False) -> dict:
+             per_image: bool = False, segmenter: Segmenter | None = None) -> dict:
     """mIoU, pixel accuracy and per-class IoU of a model on `source`.
 
     Images are fed and scored by `protocol_for(source.name)`: the reference's evaluate.py
@@ -74,6 +79,9 @@ def evaluate(config: ICNetConfig, weights: WeightDict, source: Source, num_image
       log_every: images between progress lines.
       per_image: also return each image's confusion matrix (for paired bootstrap intervals,
         `icnet.metrics.paired_miou_interval`).
+      segmenter: the model as `segmenter_for(config, weights, source)` made it, reused (its
+        weights replaced with `Segmenter.load`) to score many variants of one model without
+        building it again; config and weights are then ignored.
 
     Returns:
       {"miou", "pixel_accuracy" (fractions), "per_class_iou" (by class name, NaN-free: absent
@@ -86,7 +94,7 @@ def evaluate(config: ICNetConfig, weights: WeightDict, source: Source, num_image
     to_label_ids = trainid_to_labelid_lut()
     start = time.time()
     protocol = protocol_for(source.name)
-    segmenter = Segmenter(config, weights, protocol.cityscapes_eval_pools)
+    segmenter = segmenter or segmenter_for(config, weights, source)
     batches = eval_dataset(source, protocol.resize).take(total)
     images = []
     for count, (image, label, name) in enumerate(batches, 1):

@@ -89,9 +89,16 @@ class Segmenter:
 
     def __init__(self, config: ICNetConfig, weights: WeightDict,
                  cityscapes_eval_pools: bool = False):
+        self._source_config = config
         self.config, self.weights = merged(config, weights)
         self.cityscapes_eval_pools = cityscapes_eval_pools
         self._models: dict[tuple[int, int], tf_keras.Model] = {}
+
+    def load(self, weights: WeightDict) -> None:
+        """Replaces the weights (of the same config) in the models built so far."""
+        _, self.weights = merged(self._source_config, weights)
+        for model in self._models.values():
+            assign_weights(model, self.weights)
 
     def model_for(self, size: tuple[int, int]) -> tf_keras.Model:
         if size not in self._models:

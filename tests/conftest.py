@@ -10,6 +10,12 @@ GOLDEN = os.path.join(REPO, "tests", "data", "golden")
 SHARED_GOLDEN = os.path.join(os.path.dirname(REPO), "shared", "golden")
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked `long` first: pytest-xdist hands tests out in this order (after the
+    xdist_group units), so the longest start early instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 

@@ -117,6 +117,33 @@ def test_one_convolution_is_timed_in_each_quantization():
         assert 0 < time_conv(spec, 8, 16, target, target.check(), 1, 2) < 1.0
 
 
+def test_the_estimate_is_linear_between_the_measured_models(tmp_path):
+    # Anchored to the source alone, an estimate is proportional to the table's sum; anchored
+    # to the narrowest plan too, it is linear between them: the fixed cost (input conversion,
+    # resizes) a proportional correction misses.
+    from deploy.latency_table import LatencyTable
+    from deploy.pruning import prune_plan
+
+    target = Target("tflite_xnnpack", "int8", 2, SIZE)
+    table = LatencyTable(flop_table(str(tmp_path / "src"), target), target, TINY, 0.5, 2)
+    groups = model_groups(TINY)
+    narrow = budget.narrowest_plan(TINY.plan, groups, 0.5, 2)
+    between = prune_plan(TINY.plan, groups, 0.75, 2)
+    full, middle, low = (table.conv_seconds(plan) for plan in (TINY.plan, between, narrow))
+    assert full > middle > low > 0
+    table.calibrate(TINY.plan, 0.010)
+    assert table.estimate(between) == pytest.approx(0.010 * middle / full)
+    table.calibrate(narrow, 0.004)
+    assert table.estimate(TINY.plan) == pytest.approx(0.010)
+    assert table.estimate(narrow) == pytest.approx(0.004)
+    assert table.estimate(between) == pytest.approx(
+        0.004 + (middle - low) / (full - low) * 0.006)
+    # Measurements that fall as the sums rise (timing noise): proportional to the nearest.
+    table.calibrate(narrow, 0.020)
+    assert table.estimate(narrow) == pytest.approx(0.020)
+    assert table.estimate(TINY.plan) == pytest.approx(0.010)
+
+
 def measured_source_ms(source, target: Target) -> float:
     """The tiny source's real latency on `target` (what the search's rounds measure against)."""
     return 1e3 * measure_model(*load_checkpoint_weights(str(source)), target)

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 QUICK = {
@@ -19,6 +21,7 @@ QUICK = {
 }
 
 
+@pytest.mark.long
 def test_quick_demo_runs_the_whole_pipeline(tmp_path):
     demo_dir, report_dir = tmp_path / "demo", tmp_path / "reports"
     variables = {**QUICK, "PY": sys.executable, "STAMP": "", "DEMO_DIR": str(demo_dir),

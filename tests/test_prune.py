@@ -17,12 +17,13 @@ from benchmarks.pruning_study_lib import timing_cpu
 from deploy.latency_table import Target
 from deploy.prune_lib import PruneOptions, prune_model
 from deploy.pruning import (dependency_groups, group_keeps, kept_width, l1_importance,
-                            model_groups, parse_overrides, parse_schedule, prune, prune_plan,
-                            select_channels, slice_weights)
+                            mask_weights, model_groups, parse_overrides, parse_schedule, prune,
+                            prune_plan, select_channels, slice_weights)
 from deploy.report import PruneReport
 from icnet.exits import OptionError
 from icnet.checkpoint import load_checkpoint_weights, save_model_checkpoint
 from icnet.config import CLASSIFIERS, REFERENCE_WIDTHS, ICNetConfig, reference_plan
+from icnet.inference import Segmenter
 from icnet.model import build_icnet
 from icnet.profiling import model_profile
 from icnet.weights import assign_weights, fold_batch_norm, model_weights
@@ -106,14 +107,13 @@ def test_pruned_logits_equal_full_model_with_dropped_channels_zeroed(tiny_groups
     plan = prune_plan(TINY.plan, tiny_groups, 0.5)
     kept = select_channels(weights, tiny_groups, plan)
     pruned = slice_weights(weights, tiny_groups, kept)
-    # Zero the dropped channels in the full model: BN gamma = beta = 0 there.
-    zeroed = {layer: {p: v.copy() for p, v in params.items()} for layer, params in weights.items()}
+    # The full model with the dropped channels masked (BN gamma = beta = 0 there).
+    zeroed = mask_weights(weights, tiny_groups, kept)
     for group in tiny_groups:
         dropped = np.setdiff1d(np.arange(group.channels), kept[group.name])
         assert dropped.size == group.channels - plan[group.producers[0]]
         for bn in group.batch_norms:
-            zeroed[bn]["scale"][dropped] = 0
-            zeroed[bn]["offset"][dropped] = 0
+            assert not zeroed[bn]["scale"][dropped].any() and weights[bn]["scale"].all()
     size = (193, 257)
     full_model = build_icnet(TINY, size)
     assign_weights(full_model, zeroed)
@@ -123,6 +123,14 @@ def test_pruned_logits_equal_full_model_with_dropped_channels_zeroed(tiny_groups
     expected, actual = full_model(images, training=False), small_model(images, training=False)
     for name in ("conv6_cls", "sub4_out", "sub24_out"):
         assert rel_l2(actual[name].numpy(), expected[name].numpy()) <= 1e-5, name
+    # So does a Segmenter of the full model whose weights are replaced by the masked ones
+    # (how the layer sensitivity scores every cut with one model), BN-merged.
+    segmenter = Segmenter(TINY, weights)
+    unmasked = segmenter.logits(images[0])
+    segmenter.load(zeroed)
+    masked = segmenter.logits(images[0])
+    assert rel_l2(masked, actual["conv6_cls"].numpy()[:1]) <= 1e-5
+    assert rel_l2(unmasked, actual["conv6_cls"].numpy()[:1]) > 1e-2
     # The weights themselves were not touched, and slicing commutes with BN folding (biases).
     assert weights["conv5_1_1x1_proj"]["weights"].shape[-1] == TINY.plan["conv5_1_1x1_proj"]
     merged_groups = dependency_groups(build_icnet(TINY.replace(batch_norm=False), (161, 161)))
@@ -341,6 +349,7 @@ def test_taylor_scores_and_plan_cost_on_a_tiny_model():
     assert 0.8 * profiled < cost.flops(TINY.plan) <= profiled  # the convolutions' share
 
 
+@pytest.mark.long
 def test_sensitivity_and_a_plan_for_a_flop_budget(tmp_path):
     save_tiny_checkpoint(tmp_path / "src", TINY)
     out = tmp_path / "sens"
@@ -374,6 +383,7 @@ def test_sensitivity_and_a_plan_for_a_flop_budget(tmp_path):
         "0.5) costs")
 
 
+@pytest.mark.long
 def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     args = [sys.executable, "-m", "benchmarks.pruning_study", "--output_dir",
             str(tmp_path / "study"), "--work_dir", str(tmp_path / "work"), "--filter_scale",

@@ -54,10 +54,14 @@ class InterpreterSession:
         if self._runner is not None:
             value = self._runner(**{INPUT_NAME: feed})[OUTPUT_NAME]
         else:
-            self._interpreter.set_tensor(self._input["index"], feed)
-            self._interpreter.invoke()
+            self.compute(feed)
             value = self._interpreter.get_tensor(self._output["index"])
         return dequantize(value, self._output["quantization"])
+
+    def compute(self, feed: np.ndarray) -> None:
+        """Runs the model on `feed` without reading the output back (see `run`)."""
+        self._interpreter.set_tensor(self._input["index"], feed)
+        self._interpreter.invoke()
 
 
 class CompiledModelSession:
@@ -99,11 +103,16 @@ class CompiledModelSession:
         return images.astype(self._input_dtype)
 
     def run(self, feed: np.ndarray) -> np.ndarray:
-        self._inputs[0].write(feed)
-        self._model.run_by_index(0, self._inputs, self._outputs)
+        self.compute(feed)
         dtype, shape = self._output
         value = self._outputs[0].read(int(np.prod(shape)), dtype).reshape(shape)
         return dequantize(value, self._quantization)
+
+
+    def compute(self, feed: np.ndarray) -> None:
+        """Runs the model on `feed` without reading the output back (see `run`)."""
+        self._inputs[0].write(feed)
+        self._model.run_by_index(0, self._inputs, self._outputs)
 
 
 def _gpu_model(path: str):
