@@ -393,13 +393,14 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
             "--criteria", "l1,random", "--noprogressive", "--threads", "1",
             "--budgets", "keep1,0.001", "--round_to", "2"]
     # The targeted points' latency table, proportional to the FLOPs (no conv timing here),
-    # its source at 0.1 ms: every plan is estimated far under the budgets but 0.001 ms, which
-    # is unreachable. The search's rounds measure for real and re-anchor to it. A tiny model's
-    # time is mostly overhead (keep 0.5 runs in about 65% of the source's, and timings under
-    # parallel tests are noisy), so the reachable budget is the source's own latency (keep1).
+    # its source at 0.1 ms and its narrowest plan at 0.05: every plan is estimated far under
+    # the budgets but 0.001 ms, which is unreachable. The search's rounds measure for real and
+    # re-anchor to it. A tiny model's time is mostly overhead (keep 0.5 runs in about 65% of
+    # the source's, and timings under parallel tests are noisy), so the reachable budget is
+    # the source's own latency (keep1).
     target = Target("tflite_xnnpack", "int8", 1, (193, 257))
     flop_table(str(tmp_path / "work" / "source"), target,
-               ICNetConfig.from_filter_scale(0.125, 19), 1e-4, 0.25, 2)
+               ICNetConfig.from_filter_scale(0.125, 19), 1e-4, 0.25, 2, 5e-5)
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     study = tmp_path / "study"
