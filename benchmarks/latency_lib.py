@@ -2,7 +2,7 @@
 
 The artifacts are the export report's (deploy.report) plus any other file the layout finds on
 disk (deploy.layout.discover), so a file the report does not list is measured too. Each
-(artifact, runtime, threads) case runs in a fresh `benchmarks.worker` process: its thread
+(artifact, runtime, threads) case runs in a fresh `deploy.timing_worker` process: its thread
 settings take effect, its peak RSS is its own, and a crash or a hang is recorded as `failed`
 while the other cases still run. GPU runtimes run once per artifact, CPU runtimes once per
 thread count. With `rounds` R every case runs R times, interleaved (all cases, then all
@@ -12,13 +12,7 @@ again), and its statistics are over the timed calls of all rounds.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -26,11 +20,11 @@ from absl import logging
 
 from benchmarks.machine import machine_info
 from deploy.timing import summarize
-from deploy import layout, runtimes, vulkan
+from deploy.timing_worker import time_artifact
+from deploy import layout, runtimes
 from deploy.report import ExportReport
 from icnet.exits import OptionError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FORMAT_ORDER = {fmt: index for index, fmt in enumerate(("saved_model", "onnx", "openvino",
                                                           "tflite"))}
 
@@ -127,103 +121,6 @@ def plan_cases(artifacts: Sequence[Artifact], names: Sequence[str],
             for count in ((None,) if runtime.device == "gpu" else threads):
                 cases.append(Case(artifact, name, count))
     return cases
-
-
-_GLOG_PREFIX = re.compile(r"^[EWIF]\d{4} [\d:.]+\s+\d+ \S+\] ")
-_LOCATION_PREFIX = re.compile(r"^(ERROR|WARNING): \[[^\]]*\]\s*")
-
-
-def native_errors(stderr: str, limit: int = 4) -> list[str]:
-    """Error-level lines the runtimes' native code logged (LiteRT, TF, Dawn), prefixes cut."""
-    lines = []
-    for line in stderr.splitlines():
-        line = line.strip()
-        if line.startswith("ERROR: ") or re.match(r"^E\d{4} ", line):
-            message = _LOCATION_PREFIX.sub("", _GLOG_PREFIX.sub("", line)).strip()
-        elif line.startswith("Warning: Couldn't load"):
-            message = line
-        else:
-            continue
-        if message and message not in lines:
-            lines.append(message)
-    return lines[-limit:]
-
-
-def _tail(text: str, lines: int = 15, chars: int = 2000) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])[-chars:]
-
-
-def _worker_env(runtime: runtimes.Runtime, threads: int | None, software_gpu: bool) -> dict:
-    # With `software_gpu`, LiteRT's GPU accelerator sees the software Vulkan device of
-    # `make gpu-sim` (its results are labelled as such).
-    use_sim = software_gpu and runtime.engine == "litert" and runtime.device == "gpu"
-    env = vulkan.environment() if use_sim else dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
-    env["PYTHONFAULTHANDLER"] = "1"  # a crash leaves the Python stack in the error
-    if runtime.device != "gpu":
-        env["CUDA_VISIBLE_DEVICES"] = "-1"  # CPU cases never initialise a GPU
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return env
-
-
-def run_worker(command: Sequence[str], result_path: str, env: dict | None,
-               timeout_s: float) -> dict:
-    """Runs a worker command that writes its result to `result_path`.
-
-    Returns:
-      The worker's result, or a `failed` result for a crash (exit status or signal and the
-      stderr tail), a hang (killed after `timeout_s`) or an unreadable result. A non-ok
-      result gets the native error lines of the worker's stderr appended to its reason.
-    """
-    begin = time.perf_counter()
-    try:
-        done = subprocess.run(list(command), env=env, capture_output=True, timeout=timeout_s,
-                              cwd=REPO)
-    except subprocess.TimeoutExpired:
-        return {"status": "failed", "error": f"timed out after {timeout_s:g} s",
-                "wall_s": time.perf_counter() - begin}
-    wall = time.perf_counter() - begin
-    stderr = done.stderr.decode("utf-8", "replace")
-    result = None
-    if os.path.exists(result_path):
-        try:
-            with open(result_path) as f:
-                result = json.load(f)
-        except (OSError, ValueError) as e:
-            result = {"status": "failed", "error": f"unreadable worker result: {e}"}
-    if result is None:
-        code = done.returncode
-        how = f"exit code {code}"
-        if code < 0:
-            try:
-                how = f"killed by {signal.Signals(-code).name} (exit code {code})"
-            except ValueError:
-                pass
-        return {"status": "failed", "error": f"worker {how}: {_tail(stderr)}".strip(),
-                "wall_s": wall}
-    result["wall_s"] = wall
-    if result.get("status") != "ok":
-        log = native_errors(stderr)
-        if log:
-            result["log"] = log
-            key = "reason" if result["status"] == "unavailable" else "error"
-            result[key] = f"{result.get(key, '')}; native log: {' | '.join(log)}"
-    return result
-
-
-def time_artifact(path: str, name: str, threads: int | None, warmup: int, runs: int,
-                  seed: int = 0, timeout_s: float = 600, software_gpu: bool = False) -> dict:
-    """Times one artifact under one runtime in a fresh `benchmarks.worker` process (see
-    `run_worker`); `software_gpu`: LiteRT's GPU runtime on `make gpu-sim`'s device."""
-    runtime = runtimes.get(name)
-    spec = {"path": path, "runtime": name, "module": type(runtime).__module__,
-            "threads": threads, "warmup": warmup, "runs": runs, "seed": seed}
-    with tempfile.TemporaryDirectory(prefix="latency_case_") as tmp:
-        out = os.path.join(tmp, "result.json")
-        command = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec), out]
-        return run_worker(command, out, _worker_env(runtime, threads, software_gpu),
-                          timeout_s)
 
 
 def run_in_subprocess(export_dir: str, case: Case, warmup: int, runs: int, seed: int,

@@ -40,7 +40,7 @@ import time
 import tf_keras
 from absl import logging
 
-from benchmarks.latency_lib import time_artifact
+from deploy.timing_worker import time_artifact
 from benchmarks.machine import machine_info
 from deploy import tflite_writer
 from deploy.latency_table import Target

@@ -41,6 +41,7 @@ from deploy import runtimes, tflite_writer
 from deploy.pruning import conv_sites, kept_width, model_groups
 from deploy.quantize import configure_converter, quantization_spec
 from deploy.timing import measure, seeded_image
+from deploy.timing_worker import time_artifact
 from icnet import cpu
 from icnet.config import ICNetConfig
 from icnet.exits import OptionError
@@ -201,10 +202,19 @@ def measure_model(config: ICNetConfig, weights: WeightDict, target: Target,
 
 def time_tflite(path: str, target: Target, warmup: int = 2, runs: int = 5) -> float:
     """Median seconds of a .tflite file on the target runtime and threads, on one seeded
-    image of the target's input size."""
-    session = target.check().open(path, target.threads)
-    feed = session.prepare(seeded_image(target.input_size))
-    return statistics.median(measure(session.run, feed, warmup, runs))
+    image of the target's input size, in a fresh worker process (deploy.timing_worker: the
+    model timed in this process, after the TensorFlow work of a search or a fine-tune, ran up
+    to 1.7x slower).
+
+    Raises:
+      RuntimeError: the worker's timing failed (its error).
+    """
+    target.check()
+    result = time_artifact(path, target.runtime, target.threads, warmup, runs)
+    if result.get("status") != "ok":
+        raise RuntimeError(f"timing {path} on {target.describe()} failed: "
+                           f"{result.get('error') or result.get('reason')}")
+    return result["median_s"]
 
 
 class LatencyTable:

@@ -25,7 +25,7 @@ from PIL import Image
 from benchmarks import latency_lib, report_lib
 from benchmarks.conv_timing import output_groups
 from benchmarks.machine import gpu_names
-from deploy import layout, runtimes, segment
+from deploy import layout, runtimes, segment, timing_worker
 from deploy.export_lib import ExportOptions, export
 from deploy.report import (Accuracy, ArtifactReport, ExportReport, ModelReport, Verification)
 from deploy.runtimes.tensorflow import KerasSession
@@ -217,10 +217,10 @@ def test_rounds_merge_into_one_result():
 def test_crash_and_timeout_become_failed(tmp_path):
     out = str(tmp_path / "never_written.json")
     crash = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
-    result = latency_lib.run_worker(crash, out, None, 60)
+    result = timing_worker.run_worker(crash, out, None, 60)
     assert result["status"] == "failed" and "SIGSEGV" in result["error"]
     hang = [sys.executable, "-c", "import time; time.sleep(30)"]
-    result = latency_lib.run_worker(hang, out, None, 0.5)
+    result = timing_worker.run_worker(hang, out, None, 0.5)
     assert result == {"status": "failed", "error": "timed out after 0.5 s",
                       "wall_s": pytest.approx(0.5, abs=5)}
 
@@ -431,7 +431,7 @@ def test_discovery_and_flag_parsing(export_dir):
     log = ("INFO: [x.cc:1] fine\nERROR: [delegate_webgpu.cc:359] Failed to initialize WebGPU "
            "environment: INTERNAL: No adapters found\nE0000 00:00:1.5   14 cuda.cc:52] failed "
            "call to cuInit\n└ ERROR: [a.cc:2]\n")
-    assert latency_lib.native_errors(log) == [
+    assert timing_worker.native_errors(log) == [
         "Failed to initialize WebGPU environment: INTERNAL: No adapters found",
         "failed call to cuInit"]
 

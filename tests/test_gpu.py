@@ -11,7 +11,7 @@ import tf_keras
 from conftest import REPO
 
 from benchmarks import report_lib
-from benchmarks.latency_lib import time_artifact
+from deploy.timing_worker import time_artifact
 from deploy import vulkan
 from deploy.export_lib import GPU_MIN_AGREEMENT, ExportOptions, export
 from deploy.report import ExportReport
