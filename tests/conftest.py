@@ -35,8 +35,9 @@ def flop_table(source: str, target, config, source_seconds: float, min_keep: flo
                round_to: int, narrowest_seconds: float | None = None) -> str:
     """A latency table for this machine whose entries are proportional to each conv's FLOPs
     and whose source model (`config`) takes `source_seconds` (a deterministic search, no
-    timing of the convolutions), and its narrowest plan `narrowest_seconds` when given,
-    written where deploy.prune looks for it."""
+    timing of the convolutions), and its narrowest plan `narrowest_seconds` (default: in
+    proportion to its FLOPs, as the table estimates it), written where deploy.prune looks
+    for it."""
     from deploy.budget import narrowest_plan
     from deploy.latency_table import LatencyTable, default_table_path
     from deploy.pruning import model_groups
@@ -48,9 +49,11 @@ def flop_table(source: str, target, config, source_seconds: float, min_keep: flo
                 table.convs[table._key(site.spec, inputs, filters)] = \
                     site.area * inputs * filters * 1e-12
     table.models[table.plan_digest(config.plan)] = source_seconds
-    if narrowest_seconds is not None:
-        narrowest = narrowest_plan(config.plan, model_groups(config), min_keep, round_to)
-        table.models[table.plan_digest(narrowest)] = narrowest_seconds
+    narrowest = narrowest_plan(config.plan, model_groups(config), min_keep, round_to)
+    if narrowest_seconds is None:  # where the table's FLOP-proportional estimate puts it
+        narrowest_seconds = (source_seconds * table.conv_seconds(narrowest)
+                             / table.conv_seconds(config.plan))
+    table.models[table.plan_digest(narrowest)] = narrowest_seconds
     table._save()
     return table.path
 

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import tf_keras
 
-from conftest import REPO, flop_table, rel_l2
+from conftest import REPO, rel_l2
 from benchmarks.pruning_study_lib import timing_cpu
-from deploy.latency_table import Target
 from deploy.prune_lib import PruneOptions, prune_model
 from deploy.pruning import (dependency_groups, group_keeps, kept_width, l1_importance,
                             mask_weights, model_groups, parse_overrides, parse_schedule, prune,
@@ -391,23 +390,18 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
             "--val_scenes", "1", "--crop_size", "161x161", "--batch_size", "2",
             "--chunk_steps", "2", "--source_steps", "4", "--keeps", "0.5",
             "--criteria", "l1,random", "--noprogressive", "--threads", "1",
-            "--budgets", "keep1,0.001", "--round_to", "2"]
-    # The targeted points' latency table, proportional to the FLOPs (no conv timing here),
-    # its source at 0.1 ms and its narrowest plan at 0.05: every plan is estimated far under
-    # the budgets but 0.001 ms, which is unreachable. The search's rounds measure for real and
-    # re-anchor to it. A tiny model's time is mostly overhead (keep 0.5 runs in about 65% of
-    # the source's, and timings under parallel tests are noisy), so the reachable budget is
-    # the source's own latency (keep1).
-    target = Target("tflite_xnnpack", "int8", 1, (193, 257))
-    flop_table(str(tmp_path / "work" / "source"), target,
-               ICNetConfig.from_filter_scale(0.125, 19), 1e-4, 0.25, 2, 5e-5)
+            "--budgets", "1000,0.001", "--round_to", "2"]
+    # The targeted points are searched on a real latency table of the tiny model (int8
+    # XNNPACK, 1 thread): its time is mostly overhead, the narrowest plan's within timing
+    # noise of the source's, so the reachable budget is a loose one (1000 ms); 0.001 ms is
+    # unreachable.
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     study = tmp_path / "study"
     points = sorted(p.stem for p in (study / "points").iterdir())
     assert points == ["control", "latency_0.5", "latency_1", "pruned_0.5_l1",
                       "pruned_0.5_random", "scratch_0.5", "setup", "source",
-                      "targeted_0.001ms", "targeted_keep1"]
+                      "targeted_0.001ms", "targeted_1000ms"]
     with open(study / "results.json") as f:
         results = json.load(f)
     source = next(p for p in results["points"] if p["kind"] == "source")
@@ -434,15 +428,14 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     assert np.array(l1_point["per_image_confusion"]).shape == (1, 19, 19)
     assert not any("per_image_confusion" in p for p in results["points"])
     assert all(p["seconds"] > 0 for p in results["points"]), results["points"]
-    fast, unreachable = results["targeted"]
-    uniform_ms = 1e3 * results["latency"]["1.0"]["median_s"]
-    assert fast["status"] == "ok" and fast["target_ms"] == round(uniform_ms, 3)
-    assert fast["steps"] == 1 and fast["final_ms"] > 0 and fast["median_s"] > 0
-    assert fast["uniform_median_s"] > 0 and 1 <= len(fast["rounds"]) <= 4
+    loose, unreachable = results["targeted"]
+    assert loose["status"] == "ok" and loose["target_ms"] == 1000.0
+    assert loose["steps"] == 1 and loose["final_ms"] > 0 and loose["median_s"] > 0
+    assert 1 <= len(loose["rounds"]) <= 4
     assert unreachable["status"] == "unreachable" and "0.001 ms is unreachable" in \
         unreachable["message"]
     assert "## Latency budgets" in text and "| 0.001 | 0.0 ms | unreachable: " in text
-    assert f"| keep1 | {fast['target_ms']:.1f} ms | {fast['params']:,} |" in text
+    assert f"| 1000 | 1000.0 ms | {loose['params']:,} |" in text
     for name in ("pareto.png", "source_curve.png"):
         assert (study / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A rerun redoes only the missing points. The source's curve is kept in its model
@@ -461,7 +454,7 @@ def test_quick_pruning_study_runs_end_to_end_and_resumes(tmp_path):
     assert "targeted_0.001ms_min0.5_s1" in done[2] and "targeted_1000ms_min0.5_s1" in done[3]
     text = (study / "STUDY.md").read_text()
     assert ("| 0.001 (min keep 0.5; sensitivity on 1 training scenes) | 0.0 ms | unreachable: "
-            in text and "| keep1 |" not in text)
+            in text and "| 1000 | 1000.0 ms" not in text)
     assert "(every group at --min_keep 0.5) runs in " in text
     kept = json.loads((tmp_path / "work" / "sensitivity_min0.5_s1.json").read_text())
     assert kept["key"] == {"criterion": "l1", "keeps": [0.75, 0.5], "images": 1,
